@@ -1,0 +1,34 @@
+/**
+ * @corral/listener: named TCP/TLS listeners with connection limits, suspend/resume and graceful
+ * shutdown, in the manner of Erlang's Ranch.
+ * @packageDocumentation
+ */
+
+export {
+  startListener, startEmbeddedListener, stopListener, suspendListener, resumeListener,
+  getListener, getStatus, getAddr, getPort, getMaxConnections, setMaxConnections,
+  getTransportOptions, setTransportOptions, getProtocolOptions, setProtocolOptions,
+  procs, info, waitForConnections,
+  type EmbeddedOptions,
+} from './registry.js';
+export { Listener, type ListenerInfo, type ListenerStatus, type CountOperator } from './listener.js';
+export {
+  Connection, handshake, handshakeContinue, handshakeCancel, removeConnection,
+  type HandshakeResult,
+} from './connection.js';
+export { ShutdownRequest, type ListenerMetrics } from './supervisor.js';
+export type {
+  ListenerOptions, NumConnectionsAlarm, ShutdownOption, OverflowMode, AnyTransport, SocketOptionsOf,
+} from './options.js';
+export type { Logger } from './logger.js';
+export type {
+  Ref, SocketAddress, ListenSocket, AcceptHandler, HandshakeContinue, ActiveMode, SocketSettings,
+  SocketStats, SendfileOptions, ShutdownHow, ConnectOptions, Transport, SocketOf,
+  Protocol, ProtocolFunction, ProtocolModule, ConnectionOf, NetTransport,
+} from './types.js';
+export {
+  CorralError, BadArgumentError, BadOptionError, BadTransportError, BadProtocolError,
+  ListenerNotFoundError, ListenerExistsError, ListenerStateError, ListenError, HandshakeError,
+  SocketError, NotSupportedError, type SocketFailure, type PeerInfo,
+} from './errors.js';
+export { tcp, type TcpSocketOptions } from './tcp.js';
