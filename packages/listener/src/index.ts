@@ -32,3 +32,13 @@ export {
   SocketError, NotSupportedError, type SocketFailure, type PeerInfo,
 } from './errors.js';
 export { tcp, type TcpSocketOptions } from './tcp.js';
+export {
+  parseProxyHeader, buildProxyHeader, proxyHeaderToConnectionInfo, ProxyHeaderError,
+  PROXY_V1_MAX_LENGTH, PROXY_V2_MAX_LENGTH, PROXY_V2_SIGNATURE,
+  type ProxyHeader, type ProxyHeaderInput, type ProxyHeaderLocal, type ProxyHeaderUnknown,
+  type ProxyHeaderInet, type ProxyHeaderUnix, type ProxyTlvs, type ProxyTlvsInput, type ProxySsl,
+  type ProxySslInput, type ProxySslClient, type ProxyRawTlv, type ProxyRawTlvInput, type ProxyFamily,
+  type ProxyTransport, type ProxyInetAddress, type ProxyUnixAddress, type ProxyConnectionInfo,
+  type ProxyHeaderErrorReason, type ParseResult, type ParseProxyHeaderOptions, type BuildProxyHeaderOptions,
+} from './proxy-header.js';
+export { crc32c } from './crc32c.js';
