@@ -5,17 +5,29 @@
 
 import type * as net from 'node:net';
 import { HandshakeError, ListenerStateError, SocketError } from './errors.js';
+import type { ProxyHeader } from './proxy-header.js';
+import { UntrustedProxyError, isTrusted, readProxyHeader, type ProxyPolicy } from './proxy-receive.js';
 import type { HandshakeContinue, Ref, SocketAddress, Transport } from './types.js';
 
 /** What a transport's handshake resolves to: the socket, or a paused handshake when the transport can pause. */
 export type HandshakeResult<S, Info> = [Info] extends [never] ? S : S | HandshakeContinue<Info>;
 
+/** What logs need to know of a connection. */
+export interface ConnectionView {
+  readonly id: number;
+  readonly peer: SocketAddress | undefined;
+  readonly clientAddress: SocketAddress | undefined;
+}
+
 /** What the connection asks of the supervisor that owns it. */
 export interface ConnectionOwner {
   readonly ref: Ref;
   handshakeTimeout(): number;
-  onHandshakeFailure(conn: { readonly id: number; readonly peer: SocketAddress | undefined }, err: HandshakeError): void;
+  onHandshakeFailure(conn: ConnectionView, err: HandshakeError): void;
   onRemove(conn: object): void;
+  /** The listener's PROXY header policy, if it has one. */
+  proxyPolicy(): ProxyPolicy | undefined;
+  onProxyHeaderFailure(conn: ConnectionView, err: Error): void;
 }
 
 type State = 'new' | 'handshaking' | 'paused' | 'ready' | 'failed';
@@ -66,6 +78,8 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   #state: State = 'new';
   #socket: S | undefined;
   #removed = false;
+  #proxyRead: Promise<ProxyHeader | undefined> | undefined;
+  #proxyHeader: ProxyHeader | undefined;
 
   /** @internal Created by the listener only. */
   constructor(owner: ConnectionOwner, transport: Transport<S, HO, Info, object>, raw: net.Socket, socketOpts: object) {
@@ -84,6 +98,63 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
     return this.#socket;
   }
 
+  /** The PROXY header received on this connection, if any. */
+  get proxyHeader(): ProxyHeader | undefined {
+    return this.#proxyHeader;
+  }
+
+  /**
+   * The client's address: the source of the PROXY header when one was received, else the
+   * socket's peer. Use it wherever the real client matters (logs, rate limits, access rules).
+   */
+  get clientAddress(): SocketAddress | undefined {
+    const h = this.#proxyHeader;
+    if (h !== undefined && h.command === 'proxy' && h.family !== undefined) {
+      if (h.family === 'unix') return { family: 'local', path: h.source.path };
+      return { family: h.family === 'ipv4' ? 'IPv4' : 'IPv6', address: h.source.address, port: h.source.port };
+    }
+    return this.peer;
+  }
+
+  /**
+   * Receive the PROXY protocol header that a load balancer sends first (Ranch's
+   * `recv_proxy_header`). Call it before {@link handshake}; bytes after the header stay in the
+   * socket for the protocol (or the TLS handshake). With the listener's `proxyHeader` option,
+   * `handshake` does this itself and this returns the same result.
+   *
+   * Resolves with the header, or `undefined` when the listener's policy serves this connection as
+   * direct (`optional` mode without a header, or an untrusted source with `untrusted: 'ignore'`).
+   * Rejects with `ProxyHeaderError` (malformed), `SocketError` (`'timeout'`, `'closed'`) or
+   * `UntrustedProxyError`; the socket is left open for the protocol to decide.
+   */
+  recvProxyHeader(timeoutMs?: number): Promise<ProxyHeader | undefined> {
+    if (this.#proxyRead !== undefined) return this.#proxyRead;
+    if (this.#state !== 'new') {
+      return Promise.reject(new ListenerStateError('recvProxyHeader must be called before handshake'));
+    }
+    this.#proxyRead = this.#readProxy(timeoutMs);
+    return this.#proxyRead;
+  }
+
+  async #readProxy(timeoutMs: number | undefined): Promise<ProxyHeader | undefined> {
+    const policy = this.#owner.proxyPolicy();
+    try {
+      if (policy?.trusted !== undefined && !isTrusted(policy.trusted, this.rawSocket.remoteAddress)) {
+        if (policy.untrusted === 'ignore') return undefined;
+        throw new UntrustedProxyError(this.rawSocket.remoteAddress);
+      }
+      const timeout = timeoutMs ?? policy?.timeout ?? this.#owner.handshakeTimeout();
+      this.#proxyHeader = await readProxyHeader(this.rawSocket, timeout, {
+        optional: policy?.mode === 'optional',
+        maxV1Length: policy?.maxV1Length,
+      });
+      return this.#proxyHeader;
+    } catch (err) {
+      this.#owner.onProxyHeaderFailure(this, err as Error);
+      throw err;
+    }
+  }
+
   /** Whether `removeConnection` was called: the connection no longer counts towards `maxConnections`. */
   get removed(): boolean {
     return this.#removed;
@@ -100,6 +171,7 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   async handshake(opts?: HO): Promise<HandshakeResult<S, Info>> {
     if (this.#state !== 'new') throw new ListenerStateError(`handshake already called on connection ${this.id}`);
     this.#state = 'handshaking';
+    if (this.#owner.proxyPolicy() !== undefined) await this.#autoProxy();
     const result = await this.#run(this.transport.handshake(this.rawSocket, opts, this.#timeout(), this.#socketOpts));
     if (typeof result === 'object' && result !== null && Object.hasOwn(result, 'continue')) {
       this.#state = 'paused';
@@ -140,6 +212,18 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   /** @internal Ask the protocol to finish: abort {@link signal}. */
   requestShutdown(reason: unknown): void {
     this.#abort.abort(reason);
+  }
+
+  // The listener's proxyHeader option: a connection without a valid header ends here, quietly.
+  async #autoProxy(): Promise<void> {
+    try {
+      await (this.#proxyRead ??= this.#readProxy(undefined));
+    } catch (err) {
+      this.#state = 'failed';
+      this.rawSocket.destroy();
+      const reason = err instanceof SocketError && err.reason !== 'error' ? err.reason : 'error';
+      throw new HandshakeError(reason, this.#peerInfo(), `PROXY header: ${(err as Error).message}`, err);
+    }
   }
 
   #timeout(): number {
@@ -194,4 +278,9 @@ export function handshakeCancel<S, HO, Info>(conn: Connection<S, HO, Info>): Pro
 /** Stop counting `conn` towards `maxConnections` (Ranch's `ranch:remove_connection`). Idempotent. */
 export function removeConnection<S, HO, Info>(conn: Connection<S, HO, Info>): void {
   conn.removeConnection();
+}
+
+/** Receive the PROXY header of `conn` (Ranch's `ranch:recv_proxy_header`). Same as `conn.recvProxyHeader(timeoutMs)`. */
+export function recvProxyHeader<S, HO, Info>(conn: Connection<S, HO, Info>, timeoutMs?: number): Promise<ProxyHeader | undefined> {
+  return conn.recvProxyHeader(timeoutMs);
 }

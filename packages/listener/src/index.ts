@@ -13,7 +13,7 @@ export {
 } from './registry.js';
 export { Listener, type ListenerInfo, type ListenerStatus, type CountOperator } from './listener.js';
 export {
-  Connection, handshake, handshakeContinue, handshakeCancel, removeConnection,
+  Connection, handshake, handshakeContinue, handshakeCancel, removeConnection, recvProxyHeader,
   type HandshakeResult,
 } from './connection.js';
 export { ShutdownRequest, type ListenerMetrics } from './supervisor.js';
@@ -42,3 +42,6 @@ export {
   type ProxyHeaderErrorReason, type ParseResult, type ParseProxyHeaderOptions, type BuildProxyHeaderOptions,
 } from './proxy-header.js';
 export { crc32c } from './crc32c.js';
+export {
+  readProxyHeader, UntrustedProxyError, type ProxyHeaderMode, type ProxyHeaderOptions,
+} from './proxy-receive.js';

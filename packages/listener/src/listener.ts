@@ -278,6 +278,7 @@ export class Listener<T extends AnyTransport = AnyTransport, PO = unknown> {
       shutdown: c.shutdown,
       alarms: { ...c.alarms },
       logger: c.logger,
+      ...(c.proxyHeader !== undefined ? { proxyHeader: c.proxyHeader.source } : {}),
       ...(this.#nextPostListen !== undefined ? { postListenCallback: this.#nextPostListen } : {}),
     };
   }

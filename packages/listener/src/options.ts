@@ -6,6 +6,7 @@ import type * as net from 'node:net';
 import { BadOptionError } from './errors.js';
 import { isLogger, silentLogger, type Logger } from './logger.js';
 import type { Connection } from './connection.js';
+import { normalizeProxyPolicy, type ProxyHeaderMode, type ProxyHeaderOptions, type ProxyPolicy } from './proxy-receive.js';
 import type { AnyTransport, Ref, Transport } from './types.js';
 
 export type { AnyTransport };
@@ -49,6 +50,12 @@ export interface ListenerOptions<SO extends object = object> {
   alarms?: Record<string, NumConnectionsAlarm>;
   /** A pino logger (default: silent). */
   logger?: Logger;
+  /**
+   * Expect a PROXY protocol header (v1 or v2) before anything else, as sent by HAProxy, nginx,
+   * AWS NLB... `handshake` reads it first; the connection's `proxyHeader` and `clientAddress`
+   * then tell the real client. A string is shorthand for `{ mode }`.
+   */
+  proxyHeader?: ProxyHeaderMode | ProxyHeaderOptions;
   /** Called with each listen socket after it listens (at start and at every resume). A throw fails the start/resume. */
   postListenCallback?: (server: net.Server) => void | Promise<void>;
 }
@@ -63,6 +70,7 @@ export interface ListenerConfig {
   alarms: Record<string, Required<NumConnectionsAlarm>>;
   logger: Logger;
   postListenCallback: ((server: net.Server) => void | Promise<void>) | undefined;
+  proxyHeader: ProxyPolicy | undefined;
 }
 
 export const DEFAULT_HANDSHAKE_TIMEOUT = 5000;
@@ -73,7 +81,7 @@ const DEFAULT_BACKLOG = 1024;
 
 const KNOWN = new Set([
   'socketOpts', 'handshakeTimeout', 'maxConnections', 'overflow', 'maxWaiting',
-  'shutdown', 'alarms', 'logger', 'postListenCallback',
+  'shutdown', 'alarms', 'logger', 'postListenCallback', 'proxyHeader',
 ]);
 
 /** A non-negative integer number of milliseconds or items, or Infinity. */
@@ -168,6 +176,7 @@ export function normalizeListenerOptions<SO extends object>(
     alarms: validateAlarms(o.alarms),
     logger: (o.logger as Logger | undefined) ?? silentLogger,
     postListenCallback: o.postListenCallback as ListenerConfig['postListenCallback'],
+    proxyHeader: normalizeProxyPolicy(o.proxyHeader),
   };
   return { config, socketOpts };
 }

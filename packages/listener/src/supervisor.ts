@@ -8,6 +8,7 @@ import type * as net from 'node:net';
 import { Connection, type ConnectionOwner } from './connection.js';
 import { HandshakeError } from './errors.js';
 import type { ListenerConfig } from './options.js';
+import { UntrustedProxyError, type ProxyPolicy } from './proxy-receive.js';
 import type { Ref, SocketAddress, Transport } from './types.js';
 
 /** Counters reported by `info()`. They only grow. */
@@ -28,6 +29,10 @@ export interface ListenerMetrics {
   protocolCrashes: number;
   /** Errors reported by the listen socket. */
   acceptErrors: number;
+  /** PROXY headers that were malformed, incomplete or late. */
+  proxyHeaderFailures: number;
+  /** Connections refused because their source is not a trusted proxy. */
+  proxyHeaderUntrusted: number;
 }
 
 /** Why the listener asks a connection to end; the reason of `conn.signal`. */
@@ -39,6 +44,7 @@ export class ShutdownRequest extends Error {
 }
 
 type Conn = Connection<unknown, unknown, unknown>;
+type ConnView = { readonly id: number; readonly peer: SocketAddress | undefined; readonly clientAddress: SocketAddress | undefined };
 
 interface Tracked {
   conn: Conn;
@@ -48,9 +54,16 @@ interface Tracked {
   killed: boolean;
 }
 
-function peerFields(peer: SocketAddress | undefined): object {
-  if (peer === undefined) return {};
-  return peer.family === 'local' ? { peer: peer.path || 'local' } : { peer: `${peer.address}:${peer.port}` };
+function describePeer(peer: SocketAddress | undefined): string | undefined {
+  if (peer === undefined) return undefined;
+  return peer.family === 'local' ? peer.path || 'local' : `${peer.address}:${peer.port}`;
+}
+
+/** Log fields naming the client, and the proxy it came through when a PROXY header said so. */
+function peerFields(conn: { peer: SocketAddress | undefined; clientAddress: SocketAddress | undefined }): object {
+  const peer = describePeer(conn.clientAddress);
+  const via = conn.clientAddress === conn.peer ? undefined : describePeer(conn.peer);
+  return via === undefined ? { peer } : { peer, via };
 }
 
 export interface SupervisorHost {
@@ -66,6 +79,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
   readonly metrics: ListenerMetrics = {
     accepted: 0, rejected: 0, started: 0, terminated: 0,
     handshakeFailures: 0, handshakeTimeouts: 0, protocolCrashes: 0, acceptErrors: 0,
+    proxyHeaderFailures: 0, proxyHeaderUntrusted: 0,
   };
 
   #host: SupervisorHost;
@@ -203,7 +217,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
     if (failed && !(err instanceof HandshakeError) && !isShutdownExit(conn, err)) {
       this.metrics.protocolCrashes++;
       this.#host.config().logger.error(
-        { listener: String(this.ref), connection: conn.id, ...peerFields(conn.peer), err },
+        { listener: String(this.ref), connection: conn.id, ...peerFields(conn), err },
         'protocol crashed',
       );
       destroy(conn);
@@ -250,11 +264,24 @@ export class ConnectionSupervisor implements ConnectionOwner {
     this.#onCount();
   }
 
-  onHandshakeFailure(conn: { readonly id: number; readonly peer: SocketAddress | undefined }, err: HandshakeError): void {
+  proxyPolicy(): ProxyPolicy | undefined {
+    return this.#host.config().proxyHeader;
+  }
+
+  onProxyHeaderFailure(conn: ConnView, err: Error): void {
+    if (err instanceof UntrustedProxyError) this.metrics.proxyHeaderUntrusted++;
+    else this.metrics.proxyHeaderFailures++;
+    this.#host.config().logger.warn(
+      { listener: String(this.ref), connection: conn.id, ...peerFields(conn), err },
+      'PROXY header refused',
+    );
+  }
+
+  onHandshakeFailure(conn: ConnView, err: HandshakeError): void {
     if (err.reason === 'timeout') this.metrics.handshakeTimeouts++;
     else this.metrics.handshakeFailures++;
     this.#host.config().logger.info(
-      { listener: String(this.ref), connection: conn.id, ...peerFields(conn.peer), reason: err.reason, err },
+      { listener: String(this.ref), connection: conn.id, ...peerFields(conn), reason: err.reason, err },
       'handshake failed',
     );
   }
