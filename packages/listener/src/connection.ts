@@ -7,6 +7,7 @@ import type * as net from 'node:net';
 import { HandshakeError, ListenerStateError, SocketError } from './errors.js';
 import type { ProxyHeader } from './proxy-header.js';
 import { UntrustedProxyError, isTrusted, readProxyHeader, type ProxyPolicy } from './proxy-receive.js';
+import { peername } from './socket-ops.js';
 import type { HandshakeContinue, Ref, SocketAddress, Transport } from './types.js';
 
 /** What a transport's handshake resolves to: the socket, or a paused handshake when the transport can pause. */
@@ -34,15 +35,6 @@ type State = 'new' | 'handshaking' | 'paused' | 'ready' | 'failed';
 
 let nextId = 1;
 
-function peerOf(raw: net.Socket): SocketAddress | undefined {
-  const address = raw.remoteAddress;
-  if (address !== undefined) {
-    return { family: raw.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4', address, port: raw.remotePort ?? 0 };
-  }
-  // A UNIX domain socket's peer is usually unnamed.
-  return raw.destroyed ? undefined : { family: 'local', path: '' };
-}
-
 function toHandshakeError(err: unknown, peer: SocketAddress | undefined): HandshakeError {
   if (err instanceof HandshakeError) return err;
   const p = peer && peer.family !== 'local' ? { address: peer.address, port: peer.port } : {};
@@ -66,15 +58,10 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   readonly rawSocket: net.Socket;
   /** The peer as seen on the socket (the proxy's address when behind a load balancer). */
   readonly peer: SocketAddress | undefined;
-  /**
-   * Aborted when the listener asks this connection to end (the listener is stopping).
-   * The protocol has the listener's `shutdown` time to finish before its socket is destroyed.
-   */
-  readonly signal: AbortSignal;
-
   #owner: ConnectionOwner;
   #socketOpts: object;
-  #abort = new AbortController();
+  // Made on first use: most connections never look at their signal.
+  #abort: AbortController | undefined;
   #state: State = 'new';
   #socket: S | undefined;
   #removed = false;
@@ -87,10 +74,18 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
     this.ref = owner.ref;
     this.transport = transport;
     this.rawSocket = raw;
-    this.peer = peerOf(raw);
-    this.signal = this.#abort.signal;
+    // Read now: once the socket is reset or destroyed, its peer can no longer be asked.
+    this.peer = peername(raw);
     this.#owner = owner;
     this.#socketOpts = socketOpts;
+  }
+
+  /**
+   * Aborted when the listener asks this connection to end (the listener is stopping).
+   * The protocol has the listener's `shutdown` time to finish before its socket is destroyed.
+   */
+  get signal(): AbortSignal {
+    return (this.#abort ??= new AbortController()).signal;
   }
 
   /** The protocol's socket once the handshake completed. */
@@ -211,7 +206,7 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
 
   /** @internal Ask the protocol to finish: abort {@link signal}. */
   requestShutdown(reason: unknown): void {
-    this.#abort.abort(reason);
+    (this.#abort ??= new AbortController()).abort(reason);
   }
 
   // The listener's proxyHeader option: a connection without a valid header ends here, quietly.

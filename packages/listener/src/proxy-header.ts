@@ -65,9 +65,9 @@ export interface ProxySsl {
   cn?: string;
   /** PP2_SUBTYPE_SSL_CIPHER, e.g. `ECDHE-RSA-AES128-GCM-SHA256`. */
   cipher?: string;
-  /** PP2_SUBTYPE_SSL_SIG_ALG: algorithm that signed the client certificate, e.g. `SHA256`. */
+  /** PP2_SUBTYPE_SSL_SIG_ALG: algorithm that signed the certificate the proxy's frontend presented, e.g. `SHA256`. */
   sigAlg?: string;
-  /** PP2_SUBTYPE_SSL_KEY_ALG: the client certificate's key algorithm, e.g. `RSA2048`. */
+  /** PP2_SUBTYPE_SSL_KEY_ALG: key algorithm of the certificate the proxy's frontend presented, e.g. `RSA2048`. */
   keyAlg?: string;
   /** PP2_SUBTYPE_SSL_GROUP: key-exchange group, e.g. `X25519`. */
   group?: string;

@@ -433,6 +433,18 @@ describe('handshake and crashes', () => {
     await c.closed;
   });
 
+  it('never reports a reset TCP peer as a UNIX socket', async () => {
+    const peers = deferred<unknown>();
+    const l = await start({}, async (conn: TcpConn) => {
+      peers.resolve(conn.peer);
+      await conn.handshake().catch(() => {});
+    });
+    const socket = net.connect({ host: '127.0.0.1', port: l.getPort()! }, () => socket.resetAndDestroy());
+    socket.on('error', () => {});
+    const peer = (await peers.promise) as { family: string } | undefined;
+    if (peer !== undefined) expect(peer.family).toBe('IPv4');
+  });
+
   it('rejects a second handshake and a continue without a paused handshake', async () => {
     const errors: unknown[] = [];
     const l = await start({}, async (conn: TcpConn) => {
