@@ -1,28 +1,14 @@
 /**
  * Runs one example: `pnpm example <name> [--port N] [--host H]`.
  *
- * Every example exports `start({ port, host })`, resolving to its URL and a `stop` function.
+ * Every example (a folder with a `main.ts`) exports `start({ port, host })`, resolving to its URL and a `stop` function.
  * This runner prints `listening <url>` as the first line on stdout and stops the example
  * cleanly on SIGINT or SIGTERM.
  */
 
 import { readdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-
-export interface ExampleOptions {
-  port: number;
-  host: string;
-}
-
-export interface RunningExample {
-  url: string;
-  stop(): Promise<void>;
-}
-
-/** `scheme://host:port`, with brackets around an IPv6 host. */
-export function urlOf(scheme: string, host: string, port: number | undefined): string {
-  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port ?? ''}`;
-}
+import type { ExampleOptions, RunningExample } from './example.js';
 
 const examplesDir = new URL('.', import.meta.url);
 
@@ -76,4 +62,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', stop);
 }
 
-await main();
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

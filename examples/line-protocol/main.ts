@@ -6,7 +6,7 @@
  */
 
 import { startListener, tcp } from '@corral/listener';
-import { urlOf, type ExampleOptions, type RunningExample } from '../run.js';
+import { urlOf, type ExampleOptions, type RunningExample } from '../example.js';
 import * as kv from './kv.js';
 
 export async function start({ port, host }: ExampleOptions): Promise<RunningExample> {

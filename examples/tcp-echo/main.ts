@@ -7,11 +7,15 @@
 
 import type * as net from 'node:net';
 import { startListener, tcp, type Connection } from '@corral/listener';
-import { urlOf, type ExampleOptions, type RunningExample } from '../run.js';
+import { urlOf, type ExampleOptions, type RunningExample } from '../example.js';
 
-/** The protocol: take the socket from the handshake, pipe it to itself, live until it closes. */
+/**
+ * The protocol: take the socket from the handshake, pipe it to itself, live until it closes;
+ * when the listener stops, end the connection instead of waiting to be cut off.
+ */
 export async function echo(conn: Connection<net.Socket, undefined, never>): Promise<void> {
   const socket = await conn.handshake();
+  conn.signal.addEventListener('abort', () => socket.end(), { once: true });
   socket.pipe(socket);
   await new Promise((resolve) => socket.once('close', resolve));
 }

@@ -166,8 +166,14 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   async handshake(opts?: HO): Promise<HandshakeResult<S, Info>> {
     if (this.#state !== 'new') throw new ListenerStateError(`handshake already called on connection ${this.id}`);
     this.#state = 'handshaking';
-    if (this.#owner.proxyPolicy() !== undefined) await this.#autoProxy();
-    const result = await this.#run(this.transport.handshake(this.rawSocket, opts, this.#timeout(), this.#socketOpts));
+    let timeout = this.#timeout();
+    if (this.#owner.proxyPolicy() !== undefined) {
+      // The PROXY header counts against the same deadline as the transport handshake.
+      const started = Date.now();
+      await this.#autoProxy(timeout);
+      if (timeout !== Infinity) timeout = Math.max(0, timeout - (Date.now() - started));
+    }
+    const result = await this.#run(this.transport.handshake(this.rawSocket, opts, timeout, this.#socketOpts), timeout);
     if (typeof result === 'object' && result !== null && Object.hasOwn(result, 'continue')) {
       this.#state = 'paused';
     } else {
@@ -181,7 +187,8 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   async handshakeContinue(opts?: HO): Promise<S> {
     if (this.#state !== 'paused') throw new ListenerStateError(`connection ${this.id} has no paused handshake`);
     this.#state = 'handshaking';
-    const socket = await this.#run(this.transport.handshakeContinue(this.rawSocket, opts, this.#timeout(), this.#socketOpts));
+    const timeout = this.#timeout();
+    const socket = await this.#run(this.transport.handshakeContinue(this.rawSocket, opts, timeout, this.#socketOpts), timeout);
     this.#state = 'ready';
     this.#socket = socket;
     return socket;
@@ -210,9 +217,9 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   }
 
   // The listener's proxyHeader option: a connection without a valid header ends here, quietly.
-  async #autoProxy(): Promise<void> {
+  async #autoProxy(timeout: number): Promise<void> {
     try {
-      await (this.#proxyRead ??= this.#readProxy(undefined));
+      await (this.#proxyRead ??= this.#readProxy(this.#owner.proxyPolicy()?.timeout ?? timeout));
     } catch (err) {
       this.#state = 'failed';
       this.rawSocket.destroy();
@@ -226,8 +233,7 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   }
 
   // The listener enforces the deadline itself, so a user transport that ignores it cannot hold a slot forever.
-  async #run<R>(step: Promise<R>): Promise<R> {
-    const timeout = this.#timeout();
+  async #run<R>(step: Promise<R>, timeout: number): Promise<R> {
     let timer: NodeJS.Timeout | undefined;
     try {
       if (timeout === Infinity) return await step;

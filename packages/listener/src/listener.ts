@@ -173,16 +173,17 @@ export class Listener<T extends AnyTransport = AnyTransport, PO = unknown> {
     return run;
   }
 
+  // A stopping listener still answers questions (it is still registered); a stopped one does not.
   #assertAlive(): void {
-    if (this.#status === 'stopping' || this.#status === 'stopped') {
+    if (this.#status === 'stopped') {
       throw new ListenerStateError(`Listener ${String(this.ref)} is stopped`);
     }
   }
 
-  /** `'running'` or `'suspended'` (Ranch's `get_status`). */
+  /** `'running'` or `'suspended'` (Ranch's `get_status`). A listener that is stopping no longer accepts: `'suspended'`. */
   getStatus(): ListenerStatus {
     this.#assertAlive();
-    return this.#status as ListenerStatus;
+    return this.#status === 'running' && this.#stopped === undefined ? 'running' : 'suspended';
   }
 
   /** The bound address, or undefined while suspended (Ranch's `get_addr`). */
@@ -205,7 +206,7 @@ export class Listener<T extends AnyTransport = AnyTransport, PO = unknown> {
   suspend(): Promise<void> {
     return this.#serial(async () => {
       this.#assertAlive();
-      if (this.#status === 'suspended') return;
+      if (this.#status !== 'running') return;
       this.#status = 'suspended';
       const socket = this.#socket;
       this.#socket = undefined;
@@ -218,6 +219,7 @@ export class Listener<T extends AnyTransport = AnyTransport, PO = unknown> {
   resume(): Promise<void> {
     return this.#serial(async () => {
       this.#assertAlive();
+      if (this.#stopped !== undefined) throw new ListenerStateError(`Listener ${String(this.ref)} is stopping`);
       if (this.#status === 'running') return;
       await this.#listen();
       this.#status = 'running';
@@ -325,7 +327,7 @@ export class Listener<T extends AnyTransport = AnyTransport, PO = unknown> {
     return {
       ref: this.ref,
       embedded: this.embedded,
-      status: this.#status as ListenerStatus,
+      status: this.getStatus(),
       pid: process.pid,
       address: this.#address,
       port: this.getPort(),

@@ -142,6 +142,9 @@ export class ConnectionSupervisor implements ConnectionOwner {
       this.#waiting.push(raw);
       this.#waitingCount++;
       raw.once('close', this.#onWaitingClose);
+      // A paused socket never learns that its peer left. Let it read up to its high-water mark
+      // (the bytes stay buffered for the protocol) so a client that gives up frees its place.
+      raw.read(0);
     }
   }
 

@@ -293,6 +293,25 @@ describe('maxConnections and the waiting queue', () => {
     expect(l.info()).toMatchObject({ waitingConnections: 1, metrics: { rejected: 1 } });
   });
 
+  it('a waiting client that gives up frees its place in the queue', async () => {
+    const g = gate();
+    const l = await start({ maxConnections: 1, maxWaiting: 1 }, g.protocol);
+    const s = g.nextStart();
+    await client(l.getPort()!);
+    await s;
+    const quitter = await client(l.getPort()!);
+    await expect.poll(() => l.info().waitingConnections).toBe(1);
+    quitter.socket.destroy();
+    await expect.poll(() => l.info().waitingConnections).toBe(0);
+    const patient = await client(l.getPort()!);
+    patient.socket.write('still wanted');
+    await expect.poll(() => l.info().waitingConnections).toBe(1);
+    expect(l.info().metrics.rejected).toBe(0);
+    const next = g.nextStart();
+    g.release(g.started[0]!);
+    expect((await next).rawSocket.remotePort).toBe(patient.socket.localPort);
+  });
+
   it('raising the limit admits waiting connections; lowering it closes none', async () => {
     const g = gate();
     const l = await start({ maxConnections: 1 }, g.protocol);
@@ -567,6 +586,26 @@ describe('shutdown modes', () => {
     await l.stop();
     expect(metrics.protocolCrashes).toBe(0);
     expect(logged).toEqual([]);
+  });
+
+  it('answers info() while stopping, as not accepting, and refuses to resume', async () => {
+    const name = ref('stopping');
+    const l = await start({ shutdown: Infinity }, async (conn: TcpConn) => {
+      const socket = await conn.handshake();
+      socket.resume();
+      await new Promise((resolve) => conn.signal.addEventListener('abort', resolve));
+      await new Promise((resolve) => setImmediate(resolve));
+      socket.end();
+    }, undefined, name);
+    await client(l.getPort()!);
+    await l.waitForConnections('==', 1);
+    const stopping = l.stop();
+    expect(info(name)).toMatchObject({ status: 'suspended', allConnections: 1 });
+    expect(info().get(name)?.status).toBe('suspended');
+    expect(getStatus(name)).toBe('suspended');
+    await expect(l.resume()).rejects.toBeInstanceOf(ListenerStateError);
+    await stopping;
+    expect(() => info(name)).toThrow(ListenerNotFoundError);
   });
 
   it('stop resets waiting connections and is idempotent', async () => {
