@@ -9,6 +9,7 @@
 
 import * as net from 'node:net';
 import { BadOptionError, SocketError } from './errors.js';
+import { readPrefix } from './peek.js';
 import { ProxyHeaderError, parseProxyHeader, type ProxyHeader } from './proxy-header.js';
 
 /** Whether a PROXY header must come first, or may. */
@@ -122,14 +123,12 @@ export function isTrusted(list: net.BlockList, address: string | undefined): boo
   return list.check(address, net.isIPv6(address) ? 'ipv6' : 'ipv4');
 }
 
-const MAX_TIMER_MS = 0x7fff_ffff;
-
 /**
  * Read one PROXY header from a paused socket within `timeoutMs`, segment by segment, so a header
  * split over several is fine. Bytes after the header are given back to the socket.
  *
  * With `optional`, bytes that cannot begin a header are given back and `undefined` returned.
- * Rejects with {@link ProxyHeaderError} (malformed) or {@link SocketError} (`'timeout'`, `'closed'`).
+ * Rejects with {@link ProxyHeaderError} (malformed) or `SocketError` (`'timeout'`, `'closed'`).
  * On every path the bytes read and not consumed are back in the socket.
  */
 export function readProxyHeader(
@@ -138,54 +137,16 @@ export function readProxyHeader(
   opts: { optional?: boolean; maxV1Length?: number } = {},
 ): Promise<ProxyHeader | undefined> {
   const parseOpts = opts.maxV1Length === undefined ? undefined : { maxV1Length: opts.maxV1Length };
-  return new Promise((resolve, reject) => {
-    let buffered: Buffer | undefined;
-    let timer: NodeJS.Timeout | undefined;
-
-    // Everything, the pushing back included, happens inside one 'readable' callback: a push back
-    // from a later promise job could come after the stream has emitted 'end', and be refused.
-    const finish = (err: Error | undefined, header?: ProxyHeader, consumed = 0): void => {
-      if (timer !== undefined) clearTimeout(timer);
-      socket.off('readable', onReadable);
-      socket.off('end', onEnd);
-      socket.off('close', onEnd);
-      if (buffered !== undefined && consumed < buffered.length && !socket.destroyed && !socket.readableEnded) socket.unshift(buffered.subarray(consumed));
-      // Dropping the 'readable' listener lets the stream flow on its own; keep it paused for the protocol.
-      process.nextTick(repause, socket);
-      if (err === undefined) resolve(header);
-      else reject(err);
-    };
-    const onReadable = (): void => {
-      let chunk: Buffer | null;
-      while ((chunk = socket.read() as Buffer | null) !== null) {
-        buffered = buffered === undefined ? chunk : Buffer.concat([buffered, chunk]);
+  return readPrefix<ProxyHeader | undefined>(socket, timeoutMs, 'PROXY header', (buffered) => {
+    let result;
+    try {
+      result = parseProxyHeader(buffered, parseOpts);
+    } catch (err) {
+      if (opts.optional === true && err instanceof ProxyHeaderError && err.reason === 'bad_signature') {
+        return { value: undefined, consumed: 0 };
       }
-      if (buffered === undefined) return;
-      let result;
-      try {
-        result = parseProxyHeader(buffered, parseOpts);
-      } catch (err) {
-        if (opts.optional === true && err instanceof ProxyHeaderError && err.reason === 'bad_signature') finish(undefined);
-        else finish(err as Error);
-        return;
-      }
-      if (result.status === 'done') finish(undefined, result.header, result.length);
-    };
-    const onEnd = (): void => finish(new SocketError('closed', 'the connection closed before a complete PROXY header'));
-
-    if (socket.destroyed || socket.readableEnded) {
-      onEnd();
-      return;
+      throw err;
     }
-    if (timeoutMs !== Infinity && timeoutMs <= MAX_TIMER_MS) {
-      timer = setTimeout(() => finish(new SocketError('timeout', `no complete PROXY header within ${timeoutMs} ms`)), timeoutMs);
-    }
-    socket.on('readable', onReadable);
-    socket.once('end', onEnd);
-    socket.once('close', onEnd);
+    return result.status === 'done' ? { value: result.header, consumed: result.length } : undefined;
   });
-}
-
-function repause(socket: net.Socket): void {
-  if (socket.readableFlowing !== true) socket.pause();
 }
