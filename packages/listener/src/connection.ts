@@ -194,11 +194,14 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
     return socket;
   }
 
-  /** Abort a paused handshake and close the connection (Ranch's `handshake_cancel`). */
-  async handshakeCancel(): Promise<void> {
+  /**
+   * Abort a paused handshake and close the connection (Ranch's `handshake_cancel`). `opts` go to
+   * the transport: TLS takes `{ alert }`, the TLS alert sent to the client.
+   */
+  async handshakeCancel(opts?: object): Promise<void> {
     if (this.#state !== 'paused') throw new ListenerStateError(`connection ${this.id} has no paused handshake`);
     this.#state = 'failed';
-    await this.transport.handshakeCancel(this.rawSocket);
+    await this.transport.handshakeCancel(this.rawSocket, opts);
   }
 
   /**
@@ -272,8 +275,8 @@ export function handshakeContinue<S, HO, Info>(conn: Connection<S, HO, Info>, op
 }
 
 /** Cancel a paused handshake (Ranch's `ranch:handshake_cancel`). */
-export function handshakeCancel<S, HO, Info>(conn: Connection<S, HO, Info>): Promise<void> {
-  return conn.handshakeCancel();
+export function handshakeCancel<S, HO, Info>(conn: Connection<S, HO, Info>, opts?: object): Promise<void> {
+  return conn.handshakeCancel(opts);
 }
 
 /** Stop counting `conn` towards `maxConnections` (Ranch's `ranch:remove_connection`). Idempotent. */

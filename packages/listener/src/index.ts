@@ -45,3 +45,13 @@ export { crc32c } from './crc32c.js';
 export {
   readProxyHeader, UntrustedProxyError, type ProxyHeaderMode, type ProxyHeaderOptions,
 } from './proxy-receive.js';
+export {
+  tlsTransport, tlsTransport as tls, tlsAlertRecord,
+  type TlsSocketOptions, type TlsHandshakeOptions, type TlsContextOptions, type TlsConnectionOptions,
+  type TlsHello, type TlsAlert,
+} from './tls.js';
+export {
+  parseClientHello, ClientHelloError, tlsVersionName, cipherSuiteName, isGreaseValue,
+  type ClientHello, type ClientHelloResult, type ClientHelloExtension, type ClientHelloErrorReason,
+  type ParseClientHelloOptions,
+} from './client-hello.js';

@@ -80,6 +80,9 @@ const CHECKS: Readonly<Record<keyof TcpSocketOptions, Check>> = {
   writableAll: isBoolean,
 };
 
+/** The keys of {@link TcpSocketOptions}, for transports that extend them. */
+export const TCP_OPTION_KEYS: ReadonlySet<string> = new Set(Object.keys(CHECKS));
+
 /** Options that only make sense for one kind of socket. */
 const TCP_ONLY = ['port', 'host', 'ipv6Only', 'reusePort'] as const;
 const UNIX_ONLY = ['readableAll', 'writableAll'] as const;

@@ -106,8 +106,8 @@ export interface Transport<S = net.Socket, HO = unknown, Info = never, SO extend
   handshake(raw: net.Socket, opts: HO | undefined, timeoutMs: number, socketOpts: SO): Promise<S | HandshakeContinue<Info>>;
   /** Resume a paused handshake. */
   handshakeContinue(raw: net.Socket, opts: HO | undefined, timeoutMs: number, socketOpts: SO): Promise<S>;
-  /** Abort a paused handshake and close the socket. */
-  handshakeCancel(raw: net.Socket): Promise<void>;
+  /** Abort a paused handshake and close the socket; `opts` are transport-specific (TLS: the alert to send). */
+  handshakeCancel(raw: net.Socket, opts?: object): Promise<void>;
 
   /** Open a client connection. The socket is returned paused (passive), as Ranch's `connect`. */
   connect(host: string, port: number, opts?: ConnectOptions): Promise<S>;
