@@ -9,6 +9,7 @@ export declare function checkPeers(): {
   nginx?: string;
   streamModule?: { builtin: true } | { path: string };
   openssl?: string;
+  curl?: string;
   missing: string[];
   packages: string[];
 };

@@ -19,7 +19,7 @@ import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The Debian packages that provide the peers. */
-export const PACKAGES = ['haproxy', 'nginx', 'libnginx-mod-stream', 'openssl'];
+export const PACKAGES = ['haproxy', 'nginx', 'libnginx-mod-stream', 'openssl', 'curl'];
 
 /**
  * The command that installs `packages` (default: all of them).
@@ -90,22 +90,24 @@ export function findStreamModule(nginx) {
 
 /**
  * What is present, what is missing, and the Debian packages that provide what is missing.
- * @returns {{ haproxy?: string, nginx?: string, streamModule?: { builtin: true } | { path: string }, openssl?: string, missing: string[], packages: string[] }}
+ * @returns {{ haproxy?: string, nginx?: string, streamModule?: { builtin: true } | { path: string }, openssl?: string, curl?: string, missing: string[], packages: string[] }}
  */
 export function checkPeers() {
   const haproxy = findExecutable('haproxy');
   const nginx = findExecutable('nginx');
   const openssl = findExecutable('openssl');
+  const curl = findExecutable('curl');
   const streamModule = nginx === undefined ? undefined : findStreamModule(nginx);
   const lacking = [
     [haproxy, 'haproxy', 'haproxy'],
     [nginx, 'nginx', 'nginx'],
     [streamModule, 'the nginx stream module (ngx_stream_module)', 'libnginx-mod-stream'],
     [openssl, 'openssl', 'openssl'],
+    [curl, 'curl', 'curl'],
   ].filter(([found]) => found === undefined);
   const missing = lacking.map(([, what]) => what);
   const packages = lacking.map(([, , pkg]) => pkg);
-  return { haproxy, nginx, streamModule, openssl, missing, packages };
+  return { haproxy, nginx, streamModule, openssl, curl, missing, packages };
 }
 
 function run(command, args, env) {
@@ -179,7 +181,7 @@ function main() {
     process.stderr.write(`peers: still missing after apt-get: ${after.missing.join(', ')}\n`);
     return 1;
   }
-  process.stdout.write('peers: haproxy, nginx (with the stream module) and openssl are installed\n');
+  process.stdout.write('peers: haproxy, nginx (with the stream module), openssl and curl are installed\n');
   return 0;
 }
 

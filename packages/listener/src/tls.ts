@@ -7,8 +7,9 @@
  *
  * With `handshake: 'hello'` (Ranch's `{handshake, hello}`), `handshake` stops after the
  * ClientHello and returns `{ continue: hello }`: the protocol picks a certificate (by SNI),
- * ALPN or client-certificate demands, then calls `handshakeContinue(opts)` or
- * `handshakeCancel({ alert })`. The hello's bytes are given back to the TLS engine untouched.
+ * ALPN or client-certificate demands, then calls `handshakeContinue(opts)` (on top of any options
+ * given to `handshake`) or `handshakeCancel({ alert })`. The hello's bytes are given back to the
+ * TLS engine untouched.
  */
 
 import * as net from 'node:net';
@@ -32,7 +33,10 @@ export type TlsContextOptions = Pick<tls.SecureContextOptions,
 
 /** Options applied per connection, on top of the secure context. */
 export interface TlsConnectionOptions {
-  /** A context made once with `tls.createSecureContext` (the fastest way to switch certificates). */
+  /**
+   * A context made once with `tls.createSecureContext` (the fastest way to switch certificates).
+   * It replaces the context options (`key`, `cert`, `ca`, ...) given with it, as in `node:tls`.
+   */
   secureContext?: tls.SecureContext;
   /** Ask the client for a certificate (mutual TLS). Default false. */
   requestCert?: boolean;
@@ -93,8 +97,8 @@ const VERSIONS = new Set(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']);
 const DEFAULT_MIN_VERSION = 'TLSv1.2';
 const DEFAULT_MAX_HELLO = 65_536;
 
-/** The TLS transport's normalised options; `secureContext` is built once from the context options. */
-type NormalizedTls = TlsSocketOptions & { secureContext?: tls.SecureContext };
+/** The TLS transport's normalised options. */
+type NormalizedTls = TlsSocketOptions;
 
 function checkTlsValue(key: string, value: unknown, path: string): void {
   if (FUNCTION_KEYS.has(key) && typeof value !== 'function') throw new BadOptionError(path, 'must be a function');
@@ -104,6 +108,16 @@ function checkTlsValue(key: string, value: unknown, path: string): void {
   }
   if (key === 'secureContext' && !(value instanceof Object && 'context' in value)) {
     throw new BadOptionError(path, 'must be made by tls.createSecureContext()');
+  }
+  if (key === 'ALPNProtocols' && !Array.isArray(value) && !ArrayBuffer.isView(value)) {
+    throw new BadOptionError(path, 'must be an array of protocol names or a Uint8Array');
+  }
+}
+
+/** Node's tls.Server refuses both; a TLSSocket made by hand would take them and ignore one. */
+function checkAlpn(o: TlsConnectionOptions, path: string): void {
+  if (o.ALPNProtocols !== undefined && o.ALPNCallback !== undefined) {
+    throw new BadOptionError(`${path}ALPNCallback`, 'cannot be given with ALPNProtocols: choose one');
   }
 }
 
@@ -115,17 +129,41 @@ function contextOptions(o: Record<string, unknown>): TlsContextOptions | undefin
   return out as TlsContextOptions | undefined;
 }
 
-function createContext(opts: TlsContextOptions, path: string): tls.SecureContext {
+// Contexts made here from options without a certificate: a handshake on one can only fail.
+const certless = new WeakSet<tls.SecureContext>();
+
+// tls.Server sets one by default; without it OpenSSL fails (not just skips) the resumption of a
+// TLS 1.2 session whenever the server asks for client certificates.
+const DEFAULT_SESSION_ID_CONTEXT = 'corral';
+
+function createContext(opts: TlsContextOptions, fail: (detail: string) => Error): tls.SecureContext {
+  let ctx: tls.SecureContext;
   try {
-    return tls.createSecureContext({ minVersion: DEFAULT_MIN_VERSION, ...opts });
+    ctx = tls.createSecureContext({ minVersion: DEFAULT_MIN_VERSION, sessionIdContext: DEFAULT_SESSION_ID_CONTEXT, ...opts });
   } catch (err) {
-    throw new BadOptionError(path, `cannot make a TLS context: ${(err as Error).message}`);
+    throw fail(`cannot make a TLS context: ${(err as Error).message}`);
   }
+  if (!((opts.key !== undefined && opts.cert !== undefined) || opts.pfx !== undefined)) certless.add(ctx);
+  return ctx;
 }
 
-function hasCertificate(o: NormalizedTls): boolean {
-  return (o.key !== undefined && o.cert !== undefined) || o.pfx !== undefined || o.secureContext !== undefined
-    || o.SNICallback !== undefined || o.pskCallback !== undefined;
+/** Whether a handshake with these options on this context can show the client a certificate. */
+function hasCertificate(o: NormalizedTls, context: tls.SecureContext): boolean {
+  return !certless.has(context) || o.SNICallback !== undefined || o.pskCallback !== undefined;
+}
+
+// The context made from a listener's own options. Kept off the options object: getTransportOptions
+// hands that object out, and a new key and cert given back to setTransportOptions must make a new
+// context, not find the old one among the options.
+const listenerContexts = new WeakMap<object, tls.SecureContext>();
+
+function listenerContext(so: NormalizedTls): tls.SecureContext {
+  let ctx = so.secureContext ?? listenerContexts.get(so);
+  if (ctx === undefined) {
+    ctx = createContext(contextOptions(so as Record<string, unknown>) ?? {}, (d) => new BadOptionError('socketOpts', d));
+    listenerContexts.set(so, ctx);
+  }
+  return ctx;
 }
 
 function normalizeOptions(socketOpts: unknown): NormalizedTls {
@@ -160,37 +198,69 @@ function normalizeOptions(socketOpts: unknown): NormalizedTls {
     handshake,
     maxHelloLength: maxHelloLength as number,
   };
-  if (handshake === 'full' && !hasCertificate(out)) {
+  checkAlpn(out, 'socketOpts.');
+  // Made once here, so a bad key fails the start and every connection shares one context.
+  const context = listenerContext(out);
+  if (handshake === 'full' && !hasCertificate(out, context)) {
     throw new BadOptionError('socketOpts', 'a TLS listener needs a certificate: key and cert, pfx, secureContext, SNICallback or pskCallback (or handshake: \'hello\' to choose one per connection)');
   }
-  // Made once here, so a bad key fails the start and every connection shares one context.
-  out.secureContext ??= createContext(contextOptions(out as Record<string, unknown>) ?? {}, 'socketOpts');
   return out;
 }
 
-// Contexts made for handshakeContinue options, by options object: pass the same object per
-// tenant and its context is made once.
-const continueContexts = new WeakMap<object, tls.SecureContext>();
-
-/** The options of one handshake: the listener's, with `opts` on top. */
-function connectionOptions(so: NormalizedTls, opts: TlsHandshakeOptions | undefined): NormalizedTls {
-  if (opts === undefined) return so;
+/** Checked handshake options. */
+function checkHandshakeOptions(opts: unknown): TlsHandshakeOptions | undefined {
+  if (opts === undefined) return undefined;
   if (typeof opts !== 'object' || opts === null) throw new BadArgumentError('TLS handshake options must be an object');
   for (const [key, value] of Object.entries(opts)) {
     if (!CONTEXT_KEYS.has(key) && !CONNECTION_KEYS.has(key)) throw new BadArgumentError(`Unknown TLS handshake option ${key}`);
     if (value !== undefined) checkTlsValue(key, value, key);
   }
-  const merged: NormalizedTls = { ...so, ...opts };
-  const ctxOpts = contextOptions(opts as Record<string, unknown>);
-  if (opts.secureContext === undefined && ctxOpts !== undefined) {
-    let ctx = continueContexts.get(opts);
-    if (ctx === undefined) {
-      ctx = createContext({ ...contextOptions(so as Record<string, unknown>), ...ctxOpts }, 'handshake options');
-      continueContexts.set(opts, ctx);
-    }
-    merged.secureContext = ctx;
+  checkAlpn(opts as TlsHandshakeOptions, '');
+  return opts as TlsHandshakeOptions;
+}
+
+/** `top` over `base`; an ALPN choice in `top` replaces the one in `base`, whichever form each has. */
+function overlay<T extends TlsConnectionOptions>(base: T, top: TlsHandshakeOptions): T {
+  const out: T = { ...base, ...top };
+  if (top.ALPNCallback !== undefined) delete out.ALPNProtocols;
+  if (top.ALPNProtocols !== undefined) delete out.ALPNCallback;
+  return out;
+}
+
+// Contexts made for handshake options, by listener options then options object: pass the same
+// object per tenant and its context is made once, and the session tickets it issued stay valid.
+const optionContexts = new WeakMap<object, WeakMap<object, tls.SecureContext>>();
+
+function optionContext(so: NormalizedTls, opts: TlsHandshakeOptions, ctxOpts: TlsContextOptions): tls.SecureContext {
+  let byOpts = optionContexts.get(so);
+  if (byOpts === undefined) optionContexts.set(so, byOpts = new WeakMap());
+  let ctx = byOpts.get(opts);
+  if (ctx === undefined) {
+    ctx = createContext({ ...contextOptions(so as Record<string, unknown>), ...ctxOpts }, (d) => new BadArgumentError(`TLS handshake options: ${d}`));
+    byOpts.set(opts, ctx);
   }
-  return merged;
+  return ctx;
+}
+
+/** One handshake: the listener's options with `opts` on top, and the context they use. */
+interface HandshakeSetup {
+  o: NormalizedTls;
+  context: tls.SecureContext;
+}
+
+function connectionOptions(so: NormalizedTls, opts: TlsHandshakeOptions | undefined, what: string): HandshakeSetup {
+  const checked = checkHandshakeOptions(opts);
+  let setup: HandshakeSetup = { o: so, context: listenerContext(so) };
+  if (checked !== undefined) {
+    const ctxOpts = contextOptions(checked as Record<string, unknown>);
+    const context = checked.secureContext
+      ?? (ctxOpts !== undefined ? optionContext(so, checked, ctxOpts) : setup.context);
+    setup = { o: overlay(so, checked), context };
+  }
+  if (!hasCertificate(setup.o, setup.context)) {
+    throw new BadArgumentError(`${what} needs a certificate: key and cert, pfx, secureContext or SNICallback, in its options or the listener's`);
+  }
+  return setup;
 }
 
 function peerOf(raw: net.Socket): { address: string | undefined; port: number | undefined } {
@@ -213,12 +283,12 @@ function verifyError(socket: tls.TLSSocket): (Error & { code?: string }) | undef
   return handle?.verifyError?.() ?? undefined;
 }
 
-function startTls(raw: net.Socket, o: NormalizedTls): Promise<tls.TLSSocket> {
+function startTls(raw: net.Socket, { o, context }: HandshakeSetup): Promise<tls.TLSSocket> {
   const requestCert = o.requestCert === true;
   const rejectUnauthorized = o.rejectUnauthorized !== false;
   const socket = new tls.TLSSocket(raw, {
     isServer: true,
-    secureContext: o.secureContext,
+    secureContext: context,
     requestCert,
     rejectUnauthorized: requestCert && rejectUnauthorized,
     ...(o.ALPNProtocols !== undefined ? { ALPNProtocols: o.ALPNProtocols } : {}),
@@ -272,29 +342,35 @@ function startTls(raw: net.Socket, o: NormalizedTls): Promise<tls.TLSSocket> {
   });
 }
 
-// Connections paused after their ClientHello, waiting for handshakeContinue or handshakeCancel.
-const paused = new WeakSet<net.Socket>();
+// Connections paused after their ClientHello, waiting for handshakeContinue or handshakeCancel,
+// with the options given to handshake: they apply at the continue, under the ones given there.
+const paused = new WeakMap<net.Socket, TlsHandshakeOptions | undefined>();
 
 async function handshake(raw: net.Socket, opts: TlsHandshakeOptions | undefined, timeoutMs: number, so: NormalizedTls): Promise<tls.TLSSocket | { continue: TlsHello }> {
   if (raw.destroyed) throw new HandshakeError('closed', peerOf(raw), 'the socket is already closed');
   if (so.handshake === 'hello') {
+    const first = checkHandshakeOptions(opts);
     const maxLength = so.maxHelloLength ?? DEFAULT_MAX_HELLO;
     // Only looked at: every byte goes back to the socket for the TLS engine.
     const hello = await readPrefix(raw, timeoutMs, 'TLS ClientHello', (buffered) => {
       const r = parseClientHello(buffered, { maxLength });
       return r.status === 'done' ? { value: r.hello, consumed: 0 } : undefined;
     });
-    paused.add(raw);
+    paused.set(raw, first);
     return { continue: hello };
   }
-  return startTls(raw, connectionOptions(so, opts));
+  return startTls(raw, connectionOptions(so, opts, 'The TLS handshake'));
 }
 
 async function handshakeContinue(raw: net.Socket, opts: TlsHandshakeOptions | undefined, _timeoutMs: number, so: NormalizedTls): Promise<tls.TLSSocket> {
-  if (!paused.delete(raw)) throw new HandshakeError('error', peerOf(raw), 'no paused TLS handshake on this connection');
-  const merged = connectionOptions(so, opts);
-  if (!hasCertificate(merged)) throw new BadArgumentError('handshakeContinue needs a certificate: key and cert, pfx, secureContext or SNICallback');
-  return startTls(raw, merged);
+  if (!paused.has(raw)) throw new HandshakeError('error', peerOf(raw), 'no paused TLS handshake on this connection');
+  const first = paused.get(raw);
+  paused.delete(raw);
+  if (raw.destroyed) throw new HandshakeError('closed', peerOf(raw), 'the socket closed while the handshake was paused');
+  // Merged only when both are given, so a protocol passing one object per tenant keeps its cached context.
+  const checked = checkHandshakeOptions(opts);
+  const all = first === undefined ? checked : checked === undefined ? first : overlay(first, checked);
+  return startTls(raw, connectionOptions(so, all, 'handshakeContinue'));
 }
 
 /** A TLS alert record (fatal), as sent before any ServerHello: plaintext. */
@@ -307,7 +383,14 @@ export function tlsAlertRecord(alert: TlsAlert): Buffer {
 async function handshakeCancel(raw: net.Socket, opts?: object): Promise<void> {
   paused.delete(raw);
   const alert = (opts as { alert?: TlsAlert } | undefined)?.alert ?? 'handshake_failure';
-  const record = tlsAlertRecord(alert);
+  let record: Buffer;
+  try {
+    record = tlsAlertRecord(alert);
+  } catch (err) {
+    // The handshake is over either way: a bad alert must not leave the connection open.
+    raw.destroy();
+    throw err;
+  }
   if (raw.destroyed) return;
   // Data the client sent after its hello is never read: a close would answer it with a reset
   // and could drop the alert, so the alert goes out with a FIN and the socket closes after it.
@@ -319,6 +402,13 @@ const MAX_TIMER_MS = 0x7fff_ffff;
 
 function connect(host: string, port: number, opts: ConnectOptions = {}): Promise<tls.TLSSocket> {
   const { timeout = Infinity, signal, ...tlsOpts } = opts;
+  if (typeof host !== 'string' || host === '') return Promise.reject(new BadArgumentError('connect: host must be a non-empty string'));
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    return Promise.reject(new BadArgumentError(`connect: port must be an integer between 1 and 65535, got ${String(port)}`));
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    return Promise.reject(new BadArgumentError('connect: signal must be an AbortSignal'));
+  }
   if (typeof timeout !== 'number' || !(timeout >= 0)) {
     return Promise.reject(new BadArgumentError(`connect: timeout must be a non-negative number or Infinity, got ${String(timeout)}`));
   }
