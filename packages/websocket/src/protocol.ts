@@ -1,0 +1,127 @@
+/**
+ * WebSocket as a listener protocol, the way cowboy_websocket plugs into Ranch: each connection
+ * is handed to Node's own HTTP/1.1 parser (an `http.Server` that never listens), whose 'upgrade'
+ * event leads to {@link handleUpgrade}; other requests go to an optional plain HTTP handler.
+ */
+
+import * as http from 'node:http';
+import type * as net from 'node:net';
+import { BadOptionError, type Connection, type ProtocolFunction, type Transport } from '@corral/listener';
+import type { WebSocketHandler } from './handler.js';
+import { resolveSessionOptions } from './options.js';
+import type { SessionSocket } from './session.js';
+import { handleUpgrade, type UpgradeOptions } from './upgrade.js';
+
+/** Options of {@link websocketProtocol}. */
+export interface WebSocketProtocolOptions<O = unknown> extends UpgradeOptions<O> {
+  /**
+   * Serves requests that are not upgrades (a health check, a page), as any `node:http` request
+   * listener. Default: answer 426 Upgrade Required.
+   */
+  http?: http.RequestListener;
+  /** Largest request head accepted, in bytes (default 16384); larger gets 431. */
+  maxHeaderSize?: number;
+  /** Milliseconds a connection may take to send its first complete request (default 10000). */
+  requestTimeout?: number;
+  /** Milliseconds an idle plain-HTTP keep-alive connection is kept (default 5000). */
+  keepAliveTimeout?: number;
+}
+
+interface PendingConnection {
+  conn: Connection<net.Socket, unknown, unknown>;
+  secure: boolean;
+  timer: NodeJS.Timeout | undefined;
+  /** The session owns the socket now (and closes it with 1001 on shutdown). */
+  upgraded: boolean;
+}
+
+function answer426(_req: http.IncomingMessage, res: http.ServerResponse): void {
+  res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Version': '13', 'Content-Type': 'text/plain' });
+  res.end('This service speaks WebSocket\n');
+}
+
+function positive(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!(Number.isSafeInteger(value) && (value as number) > 0)) throw new BadOptionError(name, 'expected a positive integer');
+  return value as number;
+}
+
+/**
+ * A listener protocol that speaks WebSocket with `handler`:
+ * `startListener(ref, tcp, opts, websocketProtocol(handler, { handlerOpts }), undefined)`.
+ * Options are checked here, so a mistake fails before the listener starts.
+ */
+export function websocketProtocol<S, O>(
+  handler: WebSocketHandler<S, O>,
+  opts: WebSocketProtocolOptions<O> = {},
+): ProtocolFunction<Transport<net.Socket, unknown, unknown, object>, unknown> {
+  if (typeof handler !== 'object' || handler === null || typeof handler.websocketHandle !== 'function') {
+    throw new BadOptionError('handler', 'a WebSocket handler needs a websocketHandle function');
+  }
+  resolveSessionOptions(opts.session, undefined, 'session.');
+  const requestTimeout = positive('requestTimeout', opts.requestTimeout, 10_000);
+  const keepAliveTimeout = positive('keepAliveTimeout', opts.keepAliveTimeout, 5_000);
+  const maxHeaderSize = positive('maxHeaderSize', opts.maxHeaderSize, 16_384);
+
+  const pending = new WeakMap<net.Socket, PendingConnection>();
+  const server = http.createServer({ maxHeaderSize }, opts.http ?? answer426);
+  server.keepAliveTimeout = keepAliveTimeout;
+  // The first request arrived in full: the request deadline no longer applies.
+  const settle = (socket: net.Socket): PendingConnection | undefined => {
+    const p = pending.get(socket);
+    if (p?.timer !== undefined) {
+      clearTimeout(p.timer);
+      p.timer = undefined;
+    }
+    return p;
+  };
+  server.on('request', (req: http.IncomingMessage) => {
+    settle(req.socket);
+  });
+  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    const p = settle(socket);
+    if (p !== undefined) p.upgraded = true;
+    handleUpgrade(req, socket as SessionSocket, head, handler, opts, {
+      peer: p?.conn.clientAddress,
+      secure: p?.secure ?? false,
+      ...(p !== undefined ? { signal: p.conn.signal } : {}),
+    }).catch((err: unknown) => {
+      opts.logger?.error({ err }, 'websocket upgrade failed');
+      socket.destroy();
+    });
+  });
+  // Malformed HTTP (or a head over maxHeaderSize): answer as Node would, then close.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    if (socket.writable) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    } else {
+      socket.destroy();
+    }
+  });
+
+  return async function websocket(conn: Connection<net.Socket, unknown, unknown>, transport: Transport<net.Socket, unknown, unknown, object>): Promise<void> {
+    const socket = (await conn.handshake()) as net.Socket;
+    const entry: PendingConnection = {
+      conn,
+      secure: transport.secure,
+      timer: setTimeout(() => socket.destroy(), requestTimeout),
+      upgraded: false,
+    };
+    pending.set(socket, entry);
+    const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const onAbort = (): void => {
+      // Still speaking HTTP: nothing to close gracefully. A session closes itself with 1001.
+      if (!entry.upgraded) socket.destroy();
+    };
+    conn.signal.addEventListener('abort', onAbort, { once: true });
+    server.emit('connection', socket);
+    socket.resume();
+    try {
+      await done;
+    } finally {
+      if (entry.timer !== undefined) clearTimeout(entry.timer);
+      conn.signal.removeEventListener('abort', onAbort);
+    }
+  };
+}

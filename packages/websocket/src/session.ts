@@ -1,0 +1,576 @@
+/**
+ * The per-connection state machine (erlang_ws's `ws_session`): it feeds socket bytes to the
+ * frame parser, reassembles messages, answers pings, runs the close handshake and the timers,
+ * calls the handler one callback at a time, and writes replies in corked batches.
+ *
+ * One class for both roles: a server session expects masked frames and sends unmasked ones,
+ * a client session the reverse.
+ */
+
+import type { Duplex } from 'node:stream';
+import { CloseCode, encodeClosePayload, normalizeCloseCode, parseClosePayload } from './close-codes.js';
+import { ProtocolViolation } from './errors.js';
+import { FrameParser, Opcode, encodeFrame } from './frame.js';
+import type {
+  CallbackResult, InFrame, OutFrame, PartialRequest, TerminateReason, WebSocketHandler,
+} from './handler.js';
+import type { ResolvedSessionOptions } from './options.js';
+
+/** A session's life: open, closing (our close frame is sent, waiting for the peer's), closed. */
+export type SessionState = 'open' | 'closing' | 'closed';
+
+/** The socket a session runs on: a TCP or TLS socket, or any duplex byte stream. */
+export type SessionSocket = Duplex & {
+  cork(): void;
+  uncork(): void;
+  setNoDelay?(noDelay?: boolean): unknown;
+};
+
+/** Where session errors that have nowhere else to go are reported. */
+export interface SessionLogger {
+  error(obj: object, msg?: string): void;
+}
+
+export interface SessionInit<S> {
+  socket: SessionSocket;
+  role: 'server' | 'client';
+  handler: WebSocketHandler<S, never>;
+  state: S;
+  options: ResolvedSessionOptions;
+  /** Kept for `terminate` (cowboy's filtered Req). */
+  req: PartialRequest;
+  /** Bytes that arrived with the upgrade, before the session took the socket. */
+  head?: Buffer;
+  /** Aborted when the listener shuts down: the session closes with 1001. */
+  signal?: AbortSignal;
+  logger?: SessionLogger;
+  /** The negotiated subprotocol, if any. */
+  protocol?: string;
+}
+
+type QueuedEvent = { kind: 'frame'; frame: InFrame } | { kind: 'info'; message: unknown } | { kind: 'init' };
+
+const EMPTY = Buffer.alloc(0);
+
+function toBuffer(data: Uint8Array | string | undefined): Buffer {
+  if (data === undefined) return EMPTY;
+  if (typeof data === 'string') return Buffer.from(data);
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
+}
+
+function uncork(socket: SessionSocket): void {
+  socket.uncork();
+}
+
+/**
+ * One WebSocket connection. Handlers receive it as their last argument; other code can hold it
+ * to `send`, `close` or deliver `info` messages (fan-out).
+ */
+export class Session<S = unknown> {
+  /** The negotiated subprotocol, or undefined. */
+  readonly protocol: string | undefined;
+  /** Resolves once the connection is closed and `terminate` has run. */
+  readonly closed: Promise<TerminateReason>;
+
+  #socket: SessionSocket;
+  #role: 'server' | 'client';
+  #handler: WebSocketHandler<S, never>;
+  #handlerState: S;
+  #opts: ResolvedSessionOptions;
+  #req: PartialRequest;
+  #logger: SessionLogger | undefined;
+  #parser: FrameParser;
+  #state: SessionState = 'open';
+
+  // Reassembly of a fragmented message.
+  #msgOpcode = 0;
+  #fragments: Buffer[] = [];
+  #msgSize = 0;
+
+  // One callback at a time: events wait here while one runs.
+  #busy = false;
+  #queue: QueuedEvent[] = [];
+  #queuedInfos = 0;
+  #readPaused = false;
+  #slow = false;
+
+  #corked = false;
+  #closeReason: TerminateReason | undefined;
+  #terminated = false;
+  #resolveClosed!: (reason: TerminateReason) => void;
+
+  #lastInbound = Date.now();
+  #idleTimer: NodeJS.Timeout | undefined;
+  #closeTimer: NodeJS.Timeout | undefined;
+  #pingTimer: NodeJS.Timeout | undefined;
+  #pongTimer: NodeJS.Timeout | undefined;
+  #signal: AbortSignal | undefined;
+
+  constructor(init: SessionInit<S>) {
+    this.#socket = init.socket;
+    this.#role = init.role;
+    this.#handler = init.handler;
+    this.#handlerState = init.state;
+    this.#opts = init.options;
+    this.#req = init.req;
+    this.#logger = init.logger;
+    this.protocol = init.protocol;
+    this.#signal = init.signal;
+    this.closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    this.#parser = new FrameParser({
+      role: init.role,
+      maxFrameSize: this.#opts.maxFrameSize,
+      maxMessageSize: this.#opts.maxMessageSize,
+      // The parser validates text incrementally, failing fast on the first bad sequence.
+      validateUtf8: this.#opts.validateUtf8,
+      allowRsv1: false,
+      onFrame: this.#onFrame,
+      onError: this.#onProtocolError,
+    });
+
+    const socket = this.#socket;
+    socket.on('data', this.#onData);
+    socket.on('close', this.#onSocketClose);
+    socket.on('error', this.#onSocketError);
+    socket.on('drain', this.#onDrain);
+    socket.on('end', this.#onEnd);
+    socket.setNoDelay?.(true);
+
+    if (this.#opts.idleTimeout !== Infinity) this.#idleTimer = setTimeout(this.#onIdleCheck, this.#opts.idleTimeout);
+    if (this.#opts.pingInterval !== Infinity) this.#pingTimer = setInterval(this.#onPingTick, this.#opts.pingInterval);
+    this.#signal?.addEventListener('abort', this.#onShutdown, { once: true });
+
+    // websocketInit runs before any frame is handled, including bytes that came with the upgrade.
+    this.#dispatch({ kind: 'init' });
+    if (init.head !== undefined && init.head.length > 0) this.#onData(init.head);
+    socket.resume();
+  }
+
+  /** `'open'`, `'closing'` or `'closed'`. */
+  get state(): SessionState {
+    return this.#state;
+  }
+
+  /** Bytes written and not yet handed to the kernel. */
+  get bufferedAmount(): number {
+    return this.#socket.writableLength;
+  }
+
+  /** The handler's current state. */
+  get handlerState(): S {
+    return this.#handlerState;
+  }
+
+  /** Send one frame or several, in order. Ignored once the session is closing. */
+  send(frames: OutFrame | readonly OutFrame[]): void {
+    if (this.#state !== 'open') return;
+    if (Array.isArray(frames)) {
+      for (const f of frames as readonly OutFrame[]) {
+        this.#sendOne(f);
+        if (this.#state !== 'open') return;
+      }
+    } else {
+      this.#sendOne(frames as OutFrame);
+    }
+    this.#checkBackpressure();
+  }
+
+  /**
+   * Begin the close handshake (erlang_ws's `ws:close`): send a close frame, wait up to
+   * `closeTimeout` for the peer's, then close. An invalid code is sent as 1002.
+   */
+  close(code: number = CloseCode.Normal, reason = ''): void {
+    this.#beginClose(normalizeCloseCode(code), reason, { type: 'stop' });
+  }
+
+  /** Deliver `message` to the handler's `websocketInfo`, in order with frames (the Erlang message analogue). */
+  info(message: unknown): void {
+    if (this.#state !== 'open') return;
+    if (!this.#busy && !this.#slow && this.#queue.length === 0) {
+      this.#run({ kind: 'info', message });
+      return;
+    }
+    if (this.#queuedInfos >= this.#opts.maxQueuedMessages) {
+      this.#fail(CloseCode.TryAgainLater, 'too many queued messages', { type: 'error', error: 'slow' });
+      return;
+    }
+    this.#queuedInfos++;
+    this.#queue.push({ kind: 'info', message });
+  }
+
+  /** Close the socket at once, without a close handshake. */
+  terminate(): void {
+    this.#closeReason ??= { type: 'stop' };
+    this.#socket.destroy();
+  }
+
+  // ---- inbound ----------------------------------------------------------------------------
+
+  #onData = (chunk: Buffer): void => {
+    this.#lastInbound = Date.now();
+    this.#parser.push(chunk);
+  };
+
+  #onFrame = (fin: boolean, _rsv1: boolean, opcode: number, payload: Buffer): void => {
+    if (this.#state === 'closed') return;
+    if (opcode >= Opcode.Close) {
+      this.#onControl(opcode, payload);
+      return;
+    }
+    // After our close frame, data is no longer delivered (RFC 6455 §5.5.1).
+    if (this.#state === 'closing') return;
+    if (opcode !== Opcode.Continuation) {
+      this.#msgOpcode = opcode;
+      this.#msgSize = 0;
+    }
+    // The parser enforces maxMessageSize from each frame's header.
+    this.#msgSize += payload.length;
+    const text = this.#msgOpcode === Opcode.Text;
+    if (fin && this.#fragments.length === 0) {
+      // The common case: a whole message in one frame, delivered without a copy.
+      this.#deliver(text ? { type: 'text', data: payload.toString('utf8') } : { type: 'binary', data: payload });
+      return;
+    }
+    this.#fragments.push(payload);
+    if (!fin) return;
+    const whole = this.#fragments.length === 1 ? this.#fragments[0]! : Buffer.concat(this.#fragments, this.#msgSize);
+    this.#fragments = [];
+    this.#deliver(text ? { type: 'text', data: whole.toString('utf8') } : { type: 'binary', data: whole });
+  };
+
+  #onControl(opcode: number, payload: Buffer): void {
+    if (opcode === Opcode.Close) {
+      this.#onCloseFrame(payload);
+      return;
+    }
+    if (this.#state !== 'open') return;
+    if (opcode === Opcode.Ping) {
+      // Answered before the handler hears of it, with the same payload.
+      this.#write(Opcode.Pong, payload);
+      this.#deliver({ type: 'ping', data: payload });
+    } else {
+      if (this.#pongTimer !== undefined) {
+        clearTimeout(this.#pongTimer);
+        this.#pongTimer = undefined;
+      }
+      this.#deliver({ type: 'pong', data: payload });
+    }
+  }
+
+  #onCloseFrame(payload: Buffer): void {
+    let code: number | undefined;
+    let reason: string;
+    try {
+      ({ code, reason } = parseClosePayload(payload));
+    } catch (err) {
+      const v = err as ProtocolViolation;
+      this.#fail(v.closeCode ?? CloseCode.ProtocolError, v.message, {
+        type: 'error', error: v.closeCode === CloseCode.InvalidPayload ? 'badencoding' : 'badframe', cause: err,
+      });
+      return;
+    }
+    if (this.#state === 'open') {
+      // Echo the peer's close once (its code only), then close the TCP connection.
+      this.#closeReason = code === undefined ? { type: 'remote', reason } : { type: 'remote', code, reason };
+      this.#state = 'closing';
+      this.#write(Opcode.Close, code === undefined ? EMPTY : encodeClosePayload(code, ''));
+    }
+    this.#finish();
+  }
+
+  #onProtocolError = (err: ProtocolViolation): void => {
+    const error = err.closeCode === CloseCode.MessageTooBig ? 'toobig' : err.closeCode === CloseCode.InvalidPayload ? 'badencoding' : 'badframe';
+    this.#fail(err.closeCode, err.message, { type: 'error', error, cause: err });
+  };
+
+  #onEnd = (): void => {
+    // The peer half-closed: nothing more will come. Without a close frame that is an abrupt end.
+    if (this.#state === 'open') this.#closeReason ??= { type: 'error', error: 'closed' };
+    this.#socket.end();
+  };
+
+  #onSocketError = (err: Error): void => {
+    this.#closeReason ??= this.#state === 'open' ? { type: 'error', error: 'socket', cause: err } : undefined;
+  };
+
+  #onSocketClose = (): void => {
+    this.#state = 'closed';
+    this.#clearTimers();
+    this.#socket.off('data', this.#onData);
+    this.#signal?.removeEventListener('abort', this.#onShutdown);
+    void this.#terminate(this.#closeReason ?? { type: 'error', error: 'closed' });
+  };
+
+  // ---- handler dispatch ---------------------------------------------------------------------
+
+  #deliver(frame: InFrame): void {
+    this.#dispatch({ kind: 'frame', frame });
+  }
+
+  #dispatch(event: QueuedEvent): void {
+    if (this.#busy || this.#queue.length > 0) {
+      this.#queue.push(event);
+      return;
+    }
+    this.#run(event);
+  }
+
+  #run(event: QueuedEvent): void {
+    let result: CallbackResult<S> | PromiseLike<CallbackResult<S>>;
+    try {
+      result = this.#call(event);
+    } catch (err) {
+      this.#crash(err);
+      return;
+    }
+    if (isThenable(result)) {
+      // An async callback: hold everything else, input included, until it settles.
+      this.#busy = true;
+      this.#pauseInput();
+      result.then(this.#onAsyncResult, this.#onAsyncCrash);
+      return;
+    }
+    this.#apply(result);
+  }
+
+  #call(event: QueuedEvent): CallbackResult<S> | PromiseLike<CallbackResult<S>> {
+    const h = this.#handler;
+    switch (event.kind) {
+      case 'frame':
+        return h.websocketHandle(event.frame, this.#handlerState, this);
+      case 'info':
+        return h.websocketInfo?.(event.message, this.#handlerState, this);
+      case 'init':
+        return h.websocketInit?.(this.#handlerState, this);
+    }
+  }
+
+  #onAsyncResult = (result: CallbackResult<S>): void => {
+    this.#busy = false;
+    this.#apply(result);
+    this.#drainQueue();
+  };
+
+  #onAsyncCrash = (err: unknown): void => {
+    this.#busy = false;
+    this.#crash(err);
+  };
+
+  #drainQueue(): void {
+    while (!this.#busy && this.#queue.length > 0 && this.#state === 'open') {
+      if (this.#slow && this.#queue[0]!.kind === 'info') break;
+      const event = this.#queue.shift()!;
+      if (event.kind === 'info') this.#queuedInfos--;
+      this.#run(event);
+    }
+    if (!this.#busy && !this.#slow) this.#resumeInput();
+  }
+
+  #apply(result: CallbackResult<S>): void {
+    if (result === undefined || result === null) return;
+    if (typeof result !== 'object') {
+      this.#crash(new TypeError(`A handler returned ${typeof result}; expected nothing or { state, reply, stop }`));
+      return;
+    }
+    if ('state' in result) this.#handlerState = result.state as S;
+    if (result.reply !== undefined) this.send(result.reply);
+    const stop = result.stop;
+    if (stop !== undefined && stop !== false) {
+      const { code = CloseCode.Normal, reason = '' } = stop === true ? {} : stop;
+      this.#beginClose(normalizeCloseCode(code), reason, { type: 'stop' });
+    }
+  }
+
+  #crash(err: unknown): void {
+    this.#logger?.error({ err }, 'websocket handler crashed');
+    this.#fail(CloseCode.InternalError, 'internal error', { type: 'crash', error: err });
+  }
+
+  #pauseInput(): void {
+    if (this.#readPaused) return;
+    this.#readPaused = true;
+    this.#socket.pause();
+  }
+
+  #resumeInput(): void {
+    if (!this.#readPaused || this.#state === 'closed') return;
+    this.#readPaused = false;
+    this.#socket.resume();
+  }
+
+  // ---- outbound -----------------------------------------------------------------------------
+
+  #sendOne(frame: OutFrame): void {
+    if (typeof frame === 'string') {
+      this.#sendMessage(Opcode.Text, Buffer.from(frame));
+    } else if (frame instanceof Uint8Array) {
+      this.#sendMessage(Opcode.Binary, toBuffer(frame));
+    } else {
+      switch (frame.type) {
+        case 'text': this.#sendMessage(Opcode.Text, toBuffer(frame.data)); break;
+        case 'binary': this.#sendMessage(Opcode.Binary, toBuffer(frame.data)); break;
+        case 'ping': this.#sendControl(Opcode.Ping, toBuffer(frame.data)); break;
+        case 'pong': this.#sendControl(Opcode.Pong, toBuffer(frame.data)); break;
+        case 'close': this.#beginClose(normalizeCloseCode(frame.code ?? CloseCode.Normal), frame.reason ?? '', { type: 'stop' }); break;
+        default: throw new TypeError(`Unknown frame type ${String((frame as { type: unknown }).type)}`);
+      }
+    }
+  }
+
+  #sendControl(opcode: number, payload: Buffer): void {
+    if (payload.length > 125) throw new RangeError('A control frame payload is at most 125 bytes');
+    this.#write(opcode, payload);
+  }
+
+  #sendMessage(opcode: number, payload: Buffer): void {
+    const size = this.#opts.outgoingFrameSize;
+    if (payload.length <= size) {
+      this.#write(opcode, payload);
+      return;
+    }
+    for (let offset = 0; offset < payload.length; offset += size) {
+      const end = Math.min(offset + size, payload.length);
+      this.#writeFrame(offset === 0 ? opcode : Opcode.Continuation, payload.subarray(offset, end), end === payload.length);
+    }
+  }
+
+  #write(opcode: number, payload: Buffer): void {
+    this.#writeFrame(opcode, payload, true);
+  }
+
+  #writeFrame(opcode: number, payload: Buffer, fin: boolean): void {
+    const socket = this.#socket;
+    if (!socket.writable) return;
+    // Writes made in one tick go out together.
+    if (!this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(this.#flush);
+    }
+    const parts = encodeFrame(opcode, payload, { fin, mask: this.#role === 'client' });
+    for (let i = 0; i < parts.length; i++) socket.write(parts[i]);
+  }
+
+  #flush = (): void => {
+    this.#corked = false;
+    uncork(this.#socket);
+  };
+
+  #checkBackpressure(): void {
+    if (this.#slow || this.#socket.writableLength <= this.#opts.highWaterMark) return;
+    if (this.#opts.slowReader === 'close') {
+      this.#fail(CloseCode.PolicyViolation, 'peer too slow', { type: 'error', error: 'slow' });
+      return;
+    }
+    this.#slow = true;
+    this.#pauseInput();
+  }
+
+  #onDrain = (): void => {
+    if (!this.#slow) return;
+    this.#slow = false;
+    this.#drainQueue();
+  };
+
+  // ---- closing ------------------------------------------------------------------------------
+
+  #beginClose(code: number, reason: string, why: TerminateReason): void {
+    if (this.#state !== 'open') return;
+    this.#state = 'closing';
+    this.#closeReason ??= why;
+    this.#fragments = [];
+    let payload: Buffer;
+    try {
+      payload = encodeClosePayload(code, reason);
+    } catch {
+      payload = encodeClosePayload(code, '');
+    }
+    this.#write(Opcode.Close, payload);
+    this.#closeTimer = setTimeout(this.#onCloseTimeout, this.#opts.closeTimeout);
+    this.#closeTimer.unref?.();
+  }
+
+  /** A protocol error or a crash: send the close frame and do not wait long for the echo. */
+  #fail(code: number, reason: string, why: TerminateReason): void {
+    if (this.#state === 'closed') return;
+    this.#closeReason ??= why;
+    this.#beginClose(code, reason, why);
+    this.#parser.stop();
+    // No more input is interpreted; close our side once the close frame is flushed.
+    this.#finish();
+  }
+
+  /** Both close frames exchanged (or no point waiting): end our side, the socket closes after. */
+  #finish(): void {
+    this.#pauseInput();
+    const socket = this.#socket;
+    if (this.#corked) {
+      this.#corked = false;
+      socket.uncork();
+    }
+    if (socket.writable) socket.end();
+    if (this.#closeTimer === undefined) {
+      this.#closeTimer = setTimeout(this.#onCloseTimeout, this.#opts.closeTimeout);
+      this.#closeTimer.unref?.();
+    }
+  }
+
+  #onCloseTimeout = (): void => {
+    this.#socket.destroy();
+  };
+
+  #onShutdown = (): void => {
+    if (this.#state !== 'open') return;
+    this.#closeReason = { type: 'shutdown' };
+    this.#beginClose(CloseCode.GoingAway, 'server shutting down', { type: 'shutdown' });
+  };
+
+  #onIdleCheck = (): void => {
+    const idle = Date.now() - this.#lastInbound;
+    const limit = this.#opts.idleTimeout;
+    if (idle < limit) {
+      this.#idleTimer = setTimeout(this.#onIdleCheck, limit - idle);
+      return;
+    }
+    this.#idleTimer = undefined;
+    if (this.#state === 'open') this.#beginClose(CloseCode.GoingAway, 'idle timeout', { type: 'timeout' });
+    else this.#socket.destroy();
+  };
+
+  #onPingTick = (): void => {
+    if (this.#state !== 'open' || this.#pongTimer !== undefined) return;
+    this.#write(Opcode.Ping, EMPTY);
+    this.#pongTimer = setTimeout(this.#onPongTimeout, this.#opts.pongTimeout);
+  };
+
+  #onPongTimeout = (): void => {
+    this.#pongTimer = undefined;
+    if (this.#state === 'open') this.#beginClose(CloseCode.GoingAway, 'no pong', { type: 'timeout' });
+  };
+
+  #clearTimers(): void {
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
+    if (this.#pingTimer !== undefined) clearInterval(this.#pingTimer);
+    if (this.#pongTimer !== undefined) clearTimeout(this.#pongTimer);
+    this.#idleTimer = this.#closeTimer = this.#pingTimer = this.#pongTimer = undefined;
+  }
+
+  async #terminate(reason: TerminateReason): Promise<void> {
+    if (this.#terminated) return;
+    this.#terminated = true;
+    this.#queue = [];
+    try {
+      await this.#handler.terminate?.(reason, this.#req, this.#handlerState);
+    } catch (err) {
+      this.#logger?.error({ err }, 'websocket terminate callback failed');
+    }
+    this.#resolveClosed(reason);
+  }
+}
