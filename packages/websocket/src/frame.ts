@@ -87,7 +87,7 @@ const PAYLOAD = 1;
  *
  * The session can stop it between two frames with `pause()` (typically from inside `onFrame`)
  * and restart it with `resume()`: the unparsed rest of the current chunk and any chunk pushed in
- * the meantime are kept by reference, not copied.
+ * the meantime are kept by reference, not copied. `stop()` ends parsing for good without an error.
  *
  * Checks (close code in brackets):
  * - RSV2/RSV3 set; RSV1 set unless `allowRsv1`, and then only on the first frame of a data
@@ -98,7 +98,8 @@ const PAYLOAD = 1;
  * - the MASK bit against the role [1002]
  * - a 64-bit length with its top bit set [1002]; lengths need not use the shortest encoding
  * - continuation without an open message; Text/Binary while one is open [1002]
- * - frame payload over `maxFrameSize`, message over `maxMessageSize` [1009]
+ * - frame payload over `maxFrameSize` (or over what a Buffer can hold), message over
+ *   `maxMessageSize` [1009]
  * - invalid UTF-8 in uncompressed text, with `validateUtf8` [1007]
  */
 export class FrameParser {
