@@ -98,13 +98,31 @@ export type TerminateReason =
 /** The part of the request kept for `terminate` (cowboy's `req_filter`). */
 export type PartialRequest = Record<string, unknown>;
 
-/** A WebSocket handler (cowboy_websocket's callbacks). `S` is its state, `O` its options. */
-export interface WebSocketHandler<S = unknown, O = unknown> {
+/** The server's 101 answer, as a client handler's `init` sees it. */
+export interface UpgradeResponse {
+  /** The URL connected to. */
+  url: string;
+  /** Always 101. */
+  status: number;
+  /** Header names in lower case. */
+  headers: IncomingHttpHeaders;
+  /** The subprotocol the server chose, or undefined. */
+  subprotocol: string | undefined;
+  /** Extensions the server accepted (none unless offered and understood). */
+  extensions: string[];
+}
+
+/**
+ * A WebSocket handler (cowboy_websocket's callbacks). `S` is its state, `O` its options, `R`
+ * what `init` is given: the upgrade request on a server, the 101 response on a client.
+ */
+export interface WebSocketHandler<S = unknown, O = unknown, R = UpgradeRequest> {
   /**
    * Decide on the upgrade: accept with a state (and optionally a subprotocol, headers and
    * options), or refuse with an HTTP status. Default: accept with `opts` as the state.
+   * On a client it sees the 101 response; refusing closes the connection with 1000.
    */
-  init?(req: UpgradeRequest, opts: O): InitAccept<S> | InitReject | Promise<InitAccept<S> | InitReject>;
+  init?(req: R, opts: O): InitAccept<S> | InitReject | Promise<InitAccept<S> | InitReject>;
   /** Called once the connection is a WebSocket, before any frame is handled. */
   websocketInit?(state: S, session: Session<S>): CallbackResult<S> | Promise<CallbackResult<S>>;
   /** Called for every message and control frame received (pings are answered before this is called). */

@@ -15,3 +15,19 @@ export type {
   InitReject, TerminateReason, PartialRequest,
 } from './handler.js';
 export { SESSION_DEFAULTS, resolveSessionOptions, type SessionOptions, type SlowReaderPolicy } from './options.js';
+export {
+  connect, WebSocketClient, WebSocketConnectError, WebSocketClosedError,
+  type ClientOptions, type ClientState, type ConnectFailure,
+} from './client.js';
+export type { UpgradeResponse } from './handler.js';
+export {
+  FrameParser, Opcode, encodeFrame, encodeMessage, frameHeader,
+  type FrameParserOptions, type EncodeFrameOptions, type EncodeMessageOptions,
+} from './frame.js';
+export {
+  CloseCode, parseClosePayload, encodeClosePayload, normalizeCloseCode, isValidWireCloseCode,
+  type ClosePayload,
+} from './close-codes.js';
+export { Utf8Validator, isValidUtf8 } from './utf8.js';
+export { WebSocketError, ProtocolViolation, WsErrorCode } from './errors.js';
+export { mask, unmask, randomMaskKey } from './mask.js';
