@@ -77,9 +77,7 @@ export interface InitReject {
 
 /** Why a connection ended, as `terminate` is told (cowboy's reasons). */
 export type TerminateReason =
-  /** Closed normally: the peer's close was answered, or the close handshake we began completed. */
-  | { type: 'normal' }
-  /** The handler asked to stop (a `stop` result or a close frame). */
+  /** This side began the close: a handler `stop`, a close frame sent, or `session.close()`. */
   | { type: 'stop' }
   /** Nothing came from the peer within `idleTimeout`, or it did not answer a keepalive ping. */
   | { type: 'timeout' }

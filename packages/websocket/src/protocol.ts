@@ -36,7 +36,9 @@ interface PendingConnection {
 }
 
 function answer426(_req: http.IncomingMessage, res: http.ServerResponse): void {
-  res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Version': '13', 'Content-Type': 'text/plain' });
+  // `close` as well: a Connection header set here replaces Node's own, and `Upgrade` alone would
+  // keep the connection open even when the client asked to close it.
+  res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade, close', 'Sec-WebSocket-Version': '13', 'Content-Type': 'text/plain' });
   res.end('This service speaks WebSocket\n');
 }
 

@@ -93,6 +93,8 @@ export class Session<S = unknown> {
 
   // One callback at a time: events wait here while one runs.
   #busy = false;
+  /** The async callback running, settled (result applied) or not: `terminate` waits for it. */
+  #inFlight: Promise<void> | undefined;
   #queue: QueuedEvent[] = [];
   #queuedInfos = 0;
   #readPaused = false;
@@ -144,11 +146,13 @@ export class Session<S = unknown> {
 
     if (this.#opts.idleTimeout !== Infinity) this.#idleTimer = setTimeout(this.#onIdleCheck, this.#opts.idleTimeout);
     if (this.#opts.pingInterval !== Infinity) this.#pingTimer = setInterval(this.#onPingTick, this.#opts.pingInterval);
-    this.#signal?.addEventListener('abort', this.#onShutdown, { once: true });
 
     // websocketInit runs before any frame is handled, including bytes that came with the upgrade.
     this.#dispatch({ kind: 'init' });
     if (init.head !== undefined && init.head.length > 0) this.#onData(init.head);
+    // A shutdown that began before the session existed (during an async init) still applies.
+    if (this.#signal?.aborted) this.#onShutdown();
+    else this.#signal?.addEventListener('abort', this.#onShutdown, { once: true });
     socket.resume();
   }
 
@@ -194,6 +198,7 @@ export class Session<S = unknown> {
     if (this.#state !== 'open') return;
     if (!this.#busy && !this.#slow && this.#queue.length === 0) {
       this.#run({ kind: 'info', message });
+      if (this.#queue.length > 0) this.#drainQueue();
       return;
     }
     if (this.#queuedInfos >= this.#opts.maxQueuedMessages) {
@@ -319,23 +324,29 @@ export class Session<S = unknown> {
       return;
     }
     this.#run(event);
+    // What the callback itself queued (a `session.info` from inside it) runs after it, in order.
+    if (this.#queue.length > 0) this.#drainQueue();
   }
 
   #run(event: QueuedEvent): void {
     let result: CallbackResult<S> | PromiseLike<CallbackResult<S>>;
+    // Busy while a synchronous callback runs too: a `session.info` it calls must wait its turn,
+    // not run inside it (its reply would go out first and its state be overwritten).
+    this.#busy = true;
     try {
       result = this.#call(event);
     } catch (err) {
+      this.#busy = false;
       this.#crash(err);
       return;
     }
     if (isThenable(result)) {
       // An async callback: hold everything else, input included, until it settles.
-      this.#busy = true;
       this.#pauseInput();
-      result.then(this.#onAsyncResult, this.#onAsyncCrash);
+      this.#inFlight = Promise.resolve(result).then(this.#onAsyncResult, this.#onAsyncCrash);
       return;
     }
+    this.#busy = false;
     this.#apply(result);
   }
 
@@ -379,7 +390,14 @@ export class Session<S = unknown> {
       return;
     }
     if ('state' in result) this.#handlerState = result.state as S;
-    if (result.reply !== undefined) this.send(result.reply);
+    try {
+      if (result.reply !== undefined) this.send(result.reply);
+    } catch (err) {
+      // A reply that cannot be sent (a control payload over 125 bytes, an unknown frame type) is
+      // the handler's fault: it must not escape into the socket's 'data' event or a promise chain.
+      this.#crash(err);
+      return;
+    }
     const stop = result.stop;
     if (stop !== undefined && stop !== false) {
       const { code = CloseCode.Normal, reason = '' } = stop === true ? {} : stop;
@@ -566,6 +584,8 @@ export class Session<S = unknown> {
     if (this.#terminated) return;
     this.#terminated = true;
     this.#queue = [];
+    // One callback at a time, terminate included: let a running one finish and set its state.
+    if (this.#busy) await this.#inFlight;
     try {
       await this.#handler.terminate?.(reason, this.#req, this.#handlerState);
     } catch (err) {

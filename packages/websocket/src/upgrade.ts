@@ -193,6 +193,11 @@ export async function handleUpgrade<S, O>(
     return undefined;
   }
   if (socket.destroyed) return undefined;
+  // The server began shutting down while init ran: refuse rather than open a session to close it.
+  if ((ctx.signal ?? opts.signal)?.aborted) {
+    refuseUpgrade(socket, { status: 503, message: 'Service unavailable' });
+    return undefined;
+  }
 
   let protocol = accepted.subprotocol;
   if (protocol !== undefined && !offered.includes(protocol)) {
