@@ -35,17 +35,23 @@ export class BadOptionError extends CorralError {
   }
 }
 
-/** The transport given to `startListener` does not implement the transport interface. */
+/**
+ * The transport given to `startListener` does not implement the transport interface, or its
+ * module cannot be loaded, or it cannot run in worker processes.
+ */
 export class BadTransportError extends CorralError {
-  constructor(message: string) {
-    super('ERR_CORRAL_BAD_TRANSPORT', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CORRAL_BAD_TRANSPORT', message, options);
   }
 }
 
-/** The protocol given to `startListener` is neither a function nor an object with `start`. */
+/**
+ * The protocol given to `startListener` is neither a function nor an object with `start`, or its
+ * module cannot be loaded or exports neither.
+ */
 export class BadProtocolError extends CorralError {
-  constructor(message: string) {
-    super('ERR_CORRAL_BAD_PROTOCOL', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CORRAL_BAD_PROTOCOL', message, options);
   }
 }
 
@@ -75,8 +81,8 @@ export class ListenerExistsError extends CorralError {
 
 /** The operation does not apply to the listener in its current state (e.g. it was stopped). */
 export class ListenerStateError extends CorralError {
-  constructor(message: string) {
-    super('ERR_CORRAL_LISTENER_STATE', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CORRAL_LISTENER_STATE', message, options);
   }
 }
 
@@ -137,5 +143,47 @@ export class SocketError extends CorralError {
 export class NotSupportedError extends CorralError {
   constructor(message: string) {
     super('ERR_CORRAL_NOT_SUPPORTED', message);
+  }
+}
+
+/** How a worker process ended. */
+export interface WorkerExit {
+  pid: number;
+  /** Exit code, or null when a signal ended it. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** An acceptor worker process exited before it was ready: while starting, or while a rolling restart started it. */
+export class WorkerExitError extends CorralError {
+  readonly exit: WorkerExit;
+
+  constructor(message: string, exit: WorkerExit) {
+    super('ERR_CORRAL_WORKER_EXIT', message);
+    this.exit = exit;
+  }
+}
+
+/**
+ * The acceptor worker processes of a listener crashed more often than its `restartIntensity`
+ * allows (OTP's restart intensity): the listener stopped.
+ */
+export class RestartIntensityError extends CorralError {
+  readonly ref: Ref;
+  readonly maxRestarts: number;
+  readonly periodMs: number;
+  /** The exit that went over the limit. */
+  readonly lastExit: WorkerExit;
+
+  constructor(ref: Ref, maxRestarts: number, periodMs: number, lastExit: WorkerExit) {
+    const how = lastExit.signal !== null ? `signal ${lastExit.signal}` : `code ${lastExit.code}`;
+    super(
+      'ERR_CORRAL_RESTART_INTENSITY',
+      `Listener ${describeRef(ref)} stopped: its acceptor workers crashed more than ${maxRestarts} time(s) within ${periodMs} ms (the last, pid ${lastExit.pid}, exited with ${how})`,
+    );
+    this.ref = ref;
+    this.maxRestarts = maxRestarts;
+    this.periodMs = periodMs;
+    this.lastExit = lastExit;
   }
 }

@@ -5,13 +5,15 @@
  */
 
 export {
-  startListener, startEmbeddedListener, stopListener, suspendListener, resumeListener,
+  startListener, startEmbeddedListener, stopListener, suspendListener, resumeListener, restartAcceptors,
   getListener, getStatus, getAddr, getPort, getMaxConnections, setMaxConnections,
   getTransportOptions, setTransportOptions, getProtocolOptions, setProtocolOptions,
   procs, info, waitForConnections,
   type EmbeddedOptions,
 } from './registry.js';
 export { Listener, type ListenerInfo, type ListenerStatus, type CountOperator } from './listener.js';
+export type { AcceptorWorkerInfo } from './acceptor.js';
+export type { ModuleSpecifier } from './modules.js';
 export {
   Connection, handshake, handshakeContinue, handshakeCancel, removeConnection, recvProxyHeader,
   type HandshakeResult,
@@ -19,6 +21,7 @@ export {
 export { ShutdownRequest, type ListenerMetrics } from './supervisor.js';
 export type {
   ListenerOptions, NumConnectionsAlarm, ShutdownOption, OverflowMode, AnyTransport, SocketOptionsOf,
+  RestartIntensity,
 } from './options.js';
 export type { Logger } from './logger.js';
 export type {
@@ -29,7 +32,8 @@ export type {
 export {
   CorralError, BadArgumentError, BadOptionError, BadTransportError, BadProtocolError,
   ListenerNotFoundError, ListenerExistsError, ListenerStateError, ListenError, HandshakeError,
-  SocketError, NotSupportedError, type SocketFailure, type PeerInfo,
+  SocketError, NotSupportedError, RestartIntensityError, WorkerExitError, type SocketFailure, type PeerInfo,
+  type WorkerExit,
 } from './errors.js';
 export { tcp, type TcpSocketOptions } from './tcp.js';
 export {

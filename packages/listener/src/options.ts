@@ -56,8 +56,45 @@ export interface ListenerOptions<SO extends object = object> {
    * then tell the real client. A string is shorthand for `{ mode }`.
    */
   proxyHeader?: ProxyHeaderMode | ProxyHeaderOptions;
-  /** Called with each listen socket after it listens (at start and at every resume). A throw fails the start/resume. */
+  /**
+   * Called with each listen socket after it listens (at start and at every resume). A throw fails
+   * the start/resume. With `numAcceptors` > 1 it runs in this process, once per listen socket, after
+   * the workers listen on it: the `net.Server` it gets stands for the socket (`address()`), and
+   * accepts nothing itself.
+   */
   postListenCallback?: (server: net.Server) => void | Promise<void>;
+  /**
+   * Acceptor processes (Ranch's `num_acceptors`). 1 (the default): this process accepts and runs
+   * the protocols. N > 1: N worker processes, supervised by this one, all accept from the same
+   * listen socket and run the protocols; the protocol (and a transport other than `tcp`/`tls`) must
+   * then be given by module specifier, and the protocol options must be structured-cloneable.
+   */
+  numAcceptors?: number;
+  /**
+   * Listen sockets shared among the workers (Ranch's `num_listen_sockets`, default 1): more than one
+   * binds a `SO_REUSEPORT` group on one port (Node 22.12+/23.1+, Linux and the BSDs), and worker i
+   * accepts from socket i mod `numListenSockets`. At most `numAcceptors`.
+   */
+  numListenSockets?: number;
+  /**
+   * OTP's restart intensity for the worker processes: more than `maxRestarts` restarts within
+   * `periodMs` stops the listener. Default `{ maxRestarts: 5, periodMs: 10000 }`.
+   */
+  restartIntensity?: RestartIntensity;
+  /**
+   * Node flags of the worker processes. Default: this process's `execArgv` without inspector,
+   * watch and eval flags, plus `--import tsx` when a module they load is TypeScript and tsx can
+   * be found.
+   */
+  workerExecArgv?: readonly string[];
+}
+
+/** How many crashes of worker processes a listener tolerates (OTP's `intensity` and `period`). */
+export interface RestartIntensity {
+  /** Restarts allowed within `periodMs`; one more stops the listener. 0 stops it at the first crash. */
+  maxRestarts: number;
+  /** The sliding window, in milliseconds. */
+  periodMs: number;
 }
 
 /** Validated options, defaults filled in. */
@@ -71,17 +108,26 @@ export interface ListenerConfig {
   logger: Logger;
   postListenCallback: ((server: net.Server) => void | Promise<void>) | undefined;
   proxyHeader: ProxyPolicy | undefined;
+  numAcceptors: number;
+  numListenSockets: number;
+  restartIntensity: RestartIntensity;
+  /** As given; undefined: the default, worked out when the workers start. */
+  workerExecArgv: readonly string[] | undefined;
 }
 
 export const DEFAULT_HANDSHAKE_TIMEOUT = 5000;
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 export const DEFAULT_SHUTDOWN = 5000;
 export const DEFAULT_ALARM_COOLDOWN = 5000;
+export const DEFAULT_RESTART_INTENSITY: Readonly<RestartIntensity> = Object.freeze({ maxRestarts: 5, periodMs: 10_000 });
 const DEFAULT_BACKLOG = 1024;
+/** More worker processes than this is a mistake, not a configuration. */
+const MAX_ACCEPTORS = 1024;
 
 const KNOWN = new Set([
   'socketOpts', 'handshakeTimeout', 'maxConnections', 'overflow', 'maxWaiting',
   'shutdown', 'alarms', 'logger', 'postListenCallback', 'proxyHeader',
+  'numAcceptors', 'numListenSockets', 'restartIntensity', 'workerExecArgv',
 ]);
 
 /** A non-negative integer number of milliseconds or items, or Infinity. */
@@ -140,6 +186,42 @@ function validateAlarms(value: unknown): Record<string, Required<NumConnectionsA
   return out;
 }
 
+function count(name: string, value: unknown, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || (value as number) < 1 || (value as number) > max) {
+    throw new BadOptionError(name, `expected an integer from 1 to ${max}, got ${String(value)}`);
+  }
+  return value as number;
+}
+
+function validateRestartIntensity(value: unknown): RestartIntensity {
+  if (value === undefined) return { ...DEFAULT_RESTART_INTENSITY };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new BadOptionError('restartIntensity', 'expected { maxRestarts, periodMs }');
+  }
+  const o = value as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (key !== 'maxRestarts' && key !== 'periodMs') throw new BadOptionError(`restartIntensity.${key}`, 'unknown option');
+  }
+  const maxRestarts = o.maxRestarts ?? DEFAULT_RESTART_INTENSITY.maxRestarts;
+  const periodMs = o.periodMs ?? DEFAULT_RESTART_INTENSITY.periodMs;
+  if (!Number.isSafeInteger(maxRestarts) || (maxRestarts as number) < 0) {
+    throw new BadOptionError('restartIntensity.maxRestarts', `expected a non-negative integer, got ${String(maxRestarts)}`);
+  }
+  if (!Number.isSafeInteger(periodMs) || (periodMs as number) < 1) {
+    throw new BadOptionError('restartIntensity.periodMs', `expected a positive integer of milliseconds, got ${String(periodMs)}`);
+  }
+  return { maxRestarts: maxRestarts as number, periodMs: periodMs as number };
+}
+
+function validateExecArgv(value: unknown): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || !value.every((a) => typeof a === 'string')) {
+    throw new BadOptionError('workerExecArgv', 'expected an array of strings');
+  }
+  return Object.freeze([...value as string[]]);
+}
+
 /**
  * Validate listener options and the transport's socket options.
  * Throws {@link BadOptionError} naming the first bad option.
@@ -167,6 +249,11 @@ export function normalizeListenerOptions<SO extends object>(
     throw new BadOptionError('postListenCallback', 'expected a function');
   }
   const backlog = (socketOpts as { backlog?: unknown }).backlog;
+  const numAcceptors = count('numAcceptors', o.numAcceptors, 1, MAX_ACCEPTORS);
+  const numListenSockets = count('numListenSockets', o.numListenSockets, 1, MAX_ACCEPTORS);
+  if (numListenSockets > numAcceptors) {
+    throw new BadOptionError('numListenSockets', `cannot exceed numAcceptors (${numAcceptors}): each listen socket needs a worker accepting from it`);
+  }
   const config: ListenerConfig = {
     handshakeTimeout: limit('handshakeTimeout', o.handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT),
     maxConnections: validateMaxConnections(o.maxConnections),
@@ -177,6 +264,10 @@ export function normalizeListenerOptions<SO extends object>(
     logger: (o.logger as Logger | undefined) ?? silentLogger,
     postListenCallback: o.postListenCallback as ListenerConfig['postListenCallback'],
     proxyHeader: normalizeProxyPolicy(o.proxyHeader),
+    numAcceptors,
+    numListenSockets,
+    restartIntensity: validateRestartIntensity(o.restartIntensity),
+    workerExecArgv: validateExecArgv(o.workerExecArgv),
   };
   return { config, socketOpts };
 }

@@ -6,6 +6,7 @@
 import type { Connection } from './connection.js';
 import { BadArgumentError, ListenerExistsError, ListenerNotFoundError } from './errors.js';
 import { Listener, checkCountArgs, compareCount, type CountOperator, type ListenerInfo, type ListenerStatus } from './listener.js';
+import type { ModuleSpecifier } from './modules.js';
 import type { AnyTransport, ListenerOptions, SocketOptionsOf } from './options.js';
 import type { Protocol, Ref, SocketAddress } from './types.js';
 
@@ -31,13 +32,17 @@ function lookup(ref: Ref): Listener {
  * Start a listener named `ref` (Ranch's `start_listener`): validate every option, listen,
  * and register it. Rejects with `BadOptionError`, `BadTransportError`, `BadProtocolError`,
  * `ListenerExistsError` or `ListenError` (reason `eaddrinuse`, `eacces`, ...); nothing is
- * registered then, and other listeners are untouched.
+ * registered then, no worker process is left, and other listeners are untouched.
+ *
+ * The transport and the protocol are objects, or module specifiers naming modules that export
+ * them (required for the protocol, and for a transport other than `tcp` and `tls`, with
+ * `numAcceptors` > 1: worker processes import them).
  */
 export async function startListener<T extends AnyTransport, PO>(
   ref: Ref,
-  transport: T,
+  transport: T | ModuleSpecifier,
   transportOpts: ListenerOptions<SocketOptionsOf<T>> | undefined,
-  protocol: Protocol<T, PO>,
+  protocol: Protocol<T, PO> | ModuleSpecifier,
   protocolOpts: PO,
 ): Promise<Listener<T, PO>> {
   checkRef(ref);
@@ -71,9 +76,9 @@ export interface EmbeddedOptions {
  * stops it.
  */
 export async function startEmbeddedListener<T extends AnyTransport, PO>(
-  transport: T,
+  transport: T | ModuleSpecifier,
   transportOpts: ListenerOptions<SocketOptionsOf<T>> | undefined,
-  protocol: Protocol<T, PO>,
+  protocol: Protocol<T, PO> | ModuleSpecifier,
   protocolOpts: PO,
   opts: EmbeddedOptions = {},
 ): Promise<Listener<T, PO>> {
@@ -108,6 +113,15 @@ export async function suspendListener(ref: Ref): Promise<void> {
 
 export async function resumeListener(ref: Ref): Promise<void> {
   await lookup(ref).resume();
+}
+
+/**
+ * Replace a listener's acceptor worker processes one at a time, the port open throughout and
+ * every accepted connection drained within `shutdown`: deploy new protocol code without
+ * dropping the listener. See {@link Listener.restartAcceptors}.
+ */
+export async function restartAcceptors(ref: Ref): Promise<void> {
+  await lookup(ref).restartAcceptors();
 }
 
 export function getStatus(ref: Ref): ListenerStatus {

@@ -5,6 +5,7 @@
  */
 
 import type * as net from 'node:net';
+import { AlarmMonitor } from './alarms.js';
 import { Connection, type ConnectionOwner } from './connection.js';
 import { HandshakeError } from './errors.js';
 import type { ListenerConfig } from './options.js';
@@ -91,7 +92,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
   #waitingCount = 0;
   // Sockets of protocols that ended, still flushing their last bytes.
   #lingering = new Set<net.Socket>();
-  #cooling = new Map<string, NodeJS.Timeout>();
+  #alarms: AlarmMonitor;
   #closed = false;
   #drained: (() => void) | undefined;
   #onCount: () => void;
@@ -100,6 +101,16 @@ export class ConnectionSupervisor implements ConnectionOwner {
     this.ref = host.ref;
     this.#host = host;
     this.#onCount = onCount;
+    this.#alarms = new AlarmMonitor({
+      ref: host.ref,
+      config: () => host.config(),
+      activeConnections: () => this.#active,
+      activeList: () => {
+        const active: Conn[] = [];
+        for (const t of this.#conns.values()) if (t.counted) active.push(t.conn);
+        return active as unknown as Connection[];
+      },
+    });
   }
 
   get activeConnections(): number {
@@ -190,7 +201,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
     this.#conns.set(conn, tracked);
     this.#active++;
     this.metrics.started++;
-    this.#checkAlarms();
+    this.#alarms.check();
     this.#onCount();
     let result: unknown;
     try {
@@ -291,39 +302,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
 
   /** Re-evaluate alarms (Ranch also does so when transport options are set). */
   alarmsChanged(): void {
-    const alarms = this.#host.config().alarms;
-    for (const [name, timer] of this.#cooling) {
-      if (!(name in alarms)) {
-        clearTimeout(timer);
-        this.#cooling.delete(name);
-      }
-    }
-    this.#checkAlarms();
-  }
-
-  #checkAlarms(): void {
-    const alarms = this.#host.config().alarms;
-    for (const name in alarms) this.#checkAlarm(name);
-  }
-
-  #checkAlarm(name: string): void {
-    const alarm = this.#host.config().alarms[name];
-    if (alarm === undefined || this.#closed || this.#active < alarm.threshold || this.#cooling.has(name)) return;
-    if (alarm.cooldown > 0) {
-      const timer = setTimeout(() => {
-        this.#cooling.delete(name);
-        this.#checkAlarm(name);
-      }, alarm.cooldown);
-      timer.unref();
-      this.#cooling.set(name, timer);
-    }
-    const active: Conn[] = [];
-    for (const t of this.#conns.values()) if (t.counted) active.push(t.conn);
-    try {
-      alarm.callback(this.ref, name, active as unknown as Connection[]);
-    } catch (err) {
-      this.#host.config().logger.error({ listener: String(this.ref), alarm: name, err }, 'alarm callback failed');
-    }
+    this.#alarms.changed();
   }
 
   /**
@@ -332,8 +311,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
    */
   async shutdown(): Promise<void> {
     this.#closed = true;
-    for (const timer of this.#cooling.values()) clearTimeout(timer);
-    this.#cooling.clear();
+    this.#alarms.close();
     for (let i = this.#head; i < this.#waiting.length; i++) this.#waiting[i]?.destroy();
     this.#waiting = [];
     this.#head = 0;

@@ -219,7 +219,32 @@ async function listen(opts: TcpSocketOptions, handler: AcceptHandler): Promise<L
       throw new ListenError(where, errnoError('EADDRINUSE', `${path} exists and is not a socket`));
     }
   }
+  const listenOpts: net.ListenOptions =
+    path !== undefined
+      ? { path, backlog: opts.backlog ?? DEFAULT_BACKLOG, readableAll: opts.readableAll ?? false, writableAll: opts.writableAll ?? false }
+      : { port: opts.port ?? 0, backlog: opts.backlog ?? DEFAULT_BACKLOG, ipv6Only: opts.ipv6Only ?? false };
+  if (opts.host !== undefined) listenOpts.host = opts.host;
+  // Only when asked for: the option does not exist before Node 22.12/23.1.
+  if (opts.reusePort === true) (listenOpts as { reusePort?: boolean }).reusePort = true;
+  const server = acceptingServer(opts, handler);
+  await startListening(server, where, (s) => s.listen(listenOpts));
+  return listenSocket(server, opts, handler);
+}
 
+/**
+ * Accept on a socket bound by another process (the listener's parent) and passed over IPC:
+ * the same server and the same accepted sockets as {@link listen}.
+ */
+export async function adopt(opts: TcpSocketOptions, handle: object, handler: AcceptHandler): Promise<ListenSocket> {
+  const server = acceptingServer(opts, handler);
+  // A TCP handle is taken as it is; a UNIX socket's through its file descriptor.
+  await startListening(server, describeAddress(opts), (s) => s.listen(handle, opts.backlog ?? DEFAULT_BACKLOG));
+  return listenSocket(server, opts, handler);
+}
+
+/** A server that accepts paused sockets, with the transport's socket options, and hands them to `handler`. */
+function acceptingServer(opts: TcpSocketOptions, handler: AcceptHandler): net.Server {
+  const path = opts.path;
   const noDelay = opts.noDelay ?? true;
   const keepAlive = opts.keepAlive ?? false;
   const keepAliveInitialDelay = opts.keepAliveInitialDelay ?? 0;
@@ -239,16 +264,11 @@ async function listen(opts: TcpSocketOptions, handler: AcceptHandler): Promise<L
       reportError(handler, err);
     }
   });
+  return server;
+}
 
-  const listenOpts: net.ListenOptions =
-    path !== undefined
-      ? { path, backlog: opts.backlog ?? DEFAULT_BACKLOG, readableAll: opts.readableAll ?? false, writableAll: opts.writableAll ?? false }
-      : { port: opts.port ?? 0, backlog: opts.backlog ?? DEFAULT_BACKLOG, ipv6Only: opts.ipv6Only ?? false };
-  if (opts.host !== undefined) listenOpts.host = opts.host;
-  // Only when asked for: the option does not exist before Node 22.12/23.1.
-  if (opts.reusePort === true) (listenOpts as { reusePort?: boolean }).reusePort = true;
-
-  await new Promise<void>((resolve, reject) => {
+function startListening(server: net.Server, where: string, start: (server: net.Server) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {
       server.removeListener('listening', onListening);
       reject(new ListenError(where, err));
@@ -260,7 +280,7 @@ async function listen(opts: TcpSocketOptions, handler: AcceptHandler): Promise<L
     server.once('error', onError);
     server.once('listening', onListening);
     try {
-      server.listen(listenOpts);
+      start(server);
     } catch (err) {
       // Options Node rejects synchronously report the same way as a failed bind.
       server.removeListener('error', onError);
@@ -268,6 +288,9 @@ async function listen(opts: TcpSocketOptions, handler: AcceptHandler): Promise<L
       reject(new ListenError(where, err));
     }
   });
+}
+
+function listenSocket(server: net.Server, opts: TcpSocketOptions, handler: AcceptHandler): ListenSocket {
   // From now on errors (EMFILE on accept, ...) are reported, never thrown.
   server.on('error', (err: Error) => reportError(handler, err));
 
@@ -396,6 +419,7 @@ export const tcp: Transport<net.Socket, undefined, never, TcpSocketOptions> = {
   secure: false,
   normalizeOptions,
   listen,
+  adopt,
   cleanup,
   handshake,
   handshakeContinue,

@@ -22,7 +22,7 @@ import { sendfile } from './sendfile.js';
 import {
   close, getopts, getstat, inheritSocketState, peername, send, setopts, shutdown, sockname,
 } from './socket-ops.js';
-import { TCP_OPTION_KEYS, tcp, type TcpSocketOptions } from './tcp.js';
+import { TCP_OPTION_KEYS, adopt as adoptTcp, tcp, type TcpSocketOptions } from './tcp.js';
 import type { ConnectOptions, Transport } from './types.js';
 
 /** Options that build the secure context (certificates, ciphers, versions, session tickets). */
@@ -463,6 +463,7 @@ export const tlsTransport: Transport<tls.TLSSocket, TlsHandshakeOptions, TlsHell
   secure: true,
   normalizeOptions,
   listen: (opts, handler) => tcp.listen(opts, handler),
+  adopt: (opts, handle, handler) => adoptTcp(opts, handle, handler),
   cleanup: (opts) => tcp.cleanup(opts),
   handshake: handshake as Transport<tls.TLSSocket, TlsHandshakeOptions, TlsHello, TlsSocketOptions>['handshake'],
   handshakeContinue: handshakeContinue as Transport<tls.TLSSocket, TlsHandshakeOptions, TlsHello, TlsSocketOptions>['handshakeContinue'],

@@ -99,6 +99,13 @@ export interface Transport<S = net.Socket, HO = unknown, Info = never, SO extend
   normalizeOptions(socketOpts: unknown): SO;
   /** Open a listen socket. Rejects with `ListenError`. */
   listen(socketOpts: SO, handler: AcceptHandler): Promise<ListenSocket>;
+  /**
+   * Listen on a socket another process bound and passed over IPC: the listener's parent, when
+   * the listener runs its acceptors in worker processes (`numAcceptors` > 1). `handle` is opaque
+   * (Node's handle of a bound TCP or UNIX socket); accept on it exactly as `listen` would.
+   * Optional: a transport without it serves in one process only.
+   */
+  adopt?(socketOpts: SO, handle: object, handler: AcceptHandler): Promise<ListenSocket>;
   /** Remove what a listen socket leaves behind (a stale UNIX socket file). Called before listen and after stop. */
   cleanup(socketOpts: SO): Promise<void>;
 
