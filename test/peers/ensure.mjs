@@ -1,6 +1,7 @@
 /**
  * Makes sure the real peers the interop tests run against are installed: HAProxy, nginx with its
- * stream module, and openssl (to make the test certificate).
+ * stream module, openssl (to make the test certificate) and curl for the PROXY protocol tests;
+ * Python's `websockets` and `aiohttp` libraries and Chromium for the WebSocket tests.
  *
  *   node test/peers/ensure.mjs
  *
@@ -19,7 +20,10 @@ import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The Debian packages that provide the peers. */
-export const PACKAGES = ['haproxy', 'nginx', 'libnginx-mod-stream', 'openssl', 'curl'];
+export const PACKAGES = ['haproxy', 'nginx', 'libnginx-mod-stream', 'openssl', 'curl', 'python3-websockets', 'chromium', 'python3-aiohttp'];
+
+/** Where Debian's chromium package puts its launcher. */
+export const CHROMIUM = '/usr/bin/chromium';
 
 /**
  * The command that installs `packages` (default: all of them).
@@ -89,8 +93,37 @@ export function findStreamModule(nginx) {
 }
 
 /**
+ * A Python 3 interpreter that can `import websockets`, and the library's version. The system
+ * interpreter comes first: Debian's python3-websockets installs for it, while the python3 first
+ * in PATH may be another one (a virtualenv, pyenv).
+ * @returns {{ python: string, version: string } | undefined}
+ */
+export function findPythonWebsockets() {
+  const candidates = ['/usr/bin/python3', findExecutable('python3')].filter((p) => p !== undefined && isExecutable(p));
+  for (const python of new Set(candidates)) {
+    const r = spawnSync(python, ['-c', 'import websockets; print(websockets.__version__)'], { encoding: 'utf8', timeout: 10_000 });
+    if (r.status === 0 && typeof r.stdout === 'string' && r.stdout.trim() !== '') return { python, version: r.stdout.trim() };
+  }
+  return undefined;
+}
+
+/**
+ * A Python 3 interpreter that can `import aiohttp`, and the library's version (the system
+ * interpreter first, as for `websockets`).
+ * @returns {{ python: string, version: string } | undefined}
+ */
+export function findPythonAiohttp() {
+  const candidates = ['/usr/bin/python3', findExecutable('python3')].filter((p) => p !== undefined && isExecutable(p));
+  for (const python of new Set(candidates)) {
+    const r = spawnSync(python, ['-c', 'import aiohttp; print(aiohttp.__version__)'], { encoding: 'utf8', timeout: 10_000 });
+    if (r.status === 0 && typeof r.stdout === 'string' && r.stdout.trim() !== '') return { python, version: r.stdout.trim() };
+  }
+  return undefined;
+}
+
+/**
  * What is present, what is missing, and the Debian packages that provide what is missing.
- * @returns {{ haproxy?: string, nginx?: string, streamModule?: { builtin: true } | { path: string }, openssl?: string, curl?: string, missing: string[], packages: string[] }}
+ * @returns {{ haproxy?: string, nginx?: string, streamModule?: { builtin: true } | { path: string }, openssl?: string, curl?: string, python?: { python: string, version: string }, chromium?: string, aiohttp?: { python: string, version: string }, missing: string[], packages: string[] }}
  */
 export function checkPeers() {
   const haproxy = findExecutable('haproxy');
@@ -98,16 +131,22 @@ export function checkPeers() {
   const openssl = findExecutable('openssl');
   const curl = findExecutable('curl');
   const streamModule = nginx === undefined ? undefined : findStreamModule(nginx);
+  const python = findPythonWebsockets();
+  const chromium = isExecutable(CHROMIUM) ? CHROMIUM : undefined;
+  const aiohttp = findPythonAiohttp();
   const lacking = [
     [haproxy, 'haproxy', 'haproxy'],
     [nginx, 'nginx', 'nginx'],
     [streamModule, 'the nginx stream module (ngx_stream_module)', 'libnginx-mod-stream'],
     [openssl, 'openssl', 'openssl'],
     [curl, 'curl', 'curl'],
+    [python, "Python's websockets library", 'python3-websockets'],
+    [chromium, `chromium (${CHROMIUM})`, 'chromium'],
+    [aiohttp, "Python's aiohttp library", 'python3-aiohttp'],
   ].filter(([found]) => found === undefined);
   const missing = lacking.map(([, what]) => what);
   const packages = lacking.map(([, , pkg]) => pkg);
-  return { haproxy, nginx, streamModule, openssl, curl, missing, packages };
+  return { haproxy, nginx, streamModule, openssl, curl, python, chromium, aiohttp, missing, packages };
 }
 
 function run(command, args, env) {
@@ -164,7 +203,7 @@ function main() {
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   if (!isRoot || findExecutable('apt-get') === undefined) {
     process.stderr.write(
-      `peers: missing ${what}. The interop tests run against real HAProxy and nginx; install them with:\n\n` +
+      `peers: missing ${what}. The interop tests run against real peers; install them with:\n\n` +
         `  sudo sh -c '${installCommand(before.packages)}'\n\n` +
         (isRoot ? 'apt-get was not found: install the equivalent packages with your package manager.\n' : ''),
     );
@@ -181,7 +220,7 @@ function main() {
     process.stderr.write(`peers: still missing after apt-get: ${after.missing.join(', ')}\n`);
     return 1;
   }
-  process.stdout.write('peers: haproxy, nginx (with the stream module), openssl and curl are installed\n');
+  process.stdout.write('peers: haproxy, nginx (with the stream module), openssl, curl, python3-websockets, chromium and python3-aiohttp are installed\n');
   return 0;
 }
 

@@ -51,15 +51,26 @@ function installExitHook(): void {
   });
 }
 
+function notInstalled(what: string, packages: readonly string[]): Error {
+  return new Error(
+    `${what} is not installed, and the interop tests need it. ` +
+      `Run \`node test/peers/ensure.mjs\` (as root it installs what is missing), or: ${installCommand(packages)}`,
+  );
+}
+
 /** Path of a peer binary, or an error that says how to install it (the test then fails, it is not skipped). */
-export function requirePeer(what: 'haproxy' | 'nginx' | 'openssl'): string {
+export function requirePeer(what: 'haproxy' | 'nginx' | 'openssl' | 'chromium'): string {
   const found = checkPeers();
   const file = found[what];
   if (file !== undefined && !(what === 'nginx' && found.streamModule === undefined)) return file;
-  throw new Error(
-    `${what === 'nginx' && file !== undefined ? 'the nginx stream module' : what} is not installed, and the interop tests need it. ` +
-      `Run \`node test/peers/ensure.mjs\` (as root it installs what is missing), or: ${installCommand(found.packages)}`,
-  );
+  throw notInstalled(what === 'nginx' && file !== undefined ? 'the nginx stream module' : what, found.packages);
+}
+
+/** A Python 3 that can `import websockets`, and the library's version; or an error that says how to install it. */
+export function requirePython(): { python: string; version: string } {
+  const found = checkPeers();
+  if (found.python !== undefined) return found.python;
+  throw notInstalled("Python's websockets library (python3-websockets)", found.packages);
 }
 
 /** Start `file args` with its output captured. Resolves once the process has been spawned. */
@@ -122,4 +133,63 @@ export async function spawnPeer(name: string, file: string, args: readonly strin
       return exited;
     },
   };
+}
+
+/** How a process that ran to completion ended, and what it wrote. */
+export interface RunResult extends ExitStatus {
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  cwd?: string;
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+  /** Kill it (SIGKILL) if it has not exited within this many milliseconds (default 60000). */
+  timeoutMs?: number;
+}
+
+/**
+ * Run a client program to completion with stdout and stderr kept apart; resolves (never rejects)
+ * once it has exited, killed if it outlives `timeoutMs`. A process the test leaves running is
+ * killed when the test process exits.
+ */
+export async function runPeer(name: string, file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  installExitHook();
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const child = spawn(file, args, {
+    cwd: opts.cwd,
+    env: opts.env === undefined ? process.env : { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  if (child.pid !== undefined) live.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr = (stderr + chunk).slice(-OUTPUT_LIMIT);
+  });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  const status = await new Promise<ExitStatus>((resolve) => {
+    child.once('error', (error) => {
+      if (child.pid === undefined) resolve({ code: null, signal: null, error, describe: `could not start ${name} (${file}): ${error.message}` });
+    });
+    // 'close' rather than 'exit': all of its output has been read by then.
+    child.once('close', (code, signal) => {
+      resolve({
+        code,
+        signal,
+        describe: timedOut ? `killed after ${timeoutMs} ms` : signal !== null ? `signal ${signal}` : `code ${String(code)}`,
+      });
+    });
+  });
+  clearTimeout(timer);
+  live.delete(child);
+  return { ...status, stdout, stderr };
 }

@@ -48,7 +48,7 @@ export interface SessionInit<S> {
   protocol?: string;
 }
 
-type QueuedEvent = { kind: 'frame'; frame: InFrame } | { kind: 'info'; message: unknown } | { kind: 'init' };
+type QueuedEvent = { kind: 'frame'; frame: InFrame } | { kind: 'info'; message: unknown } | { kind: 'init' } | { kind: 'close'; payload: Buffer };
 
 const EMPTY = Buffer.alloc(0);
 
@@ -182,7 +182,8 @@ export class Session<S = unknown> {
     } else {
       this.#sendOne(frames as OutFrame);
     }
-    this.#checkBackpressure();
+    // Pausing costs nothing, so it starts at once; closing waits for the flush (see #flush).
+    if (this.#opts.slowReader === 'pause') this.#checkBackpressure();
   }
 
   /**
@@ -251,7 +252,9 @@ export class Session<S = unknown> {
 
   #onControl(opcode: number, payload: Buffer): void {
     if (opcode === Opcode.Close) {
-      this.#onCloseFrame(payload);
+      // Messages that arrived before the close are handled before it.
+      if (this.#state === 'open' && (this.#busy || this.#queue.length > 0)) this.#queue.push({ kind: 'close', payload });
+      else this.#onCloseFrame(payload);
       return;
     }
     if (this.#state !== 'open') return;
@@ -378,7 +381,8 @@ export class Session<S = unknown> {
       if (this.#slow && this.#queue[0]!.kind === 'info') break;
       const event = this.#queue.shift()!;
       if (event.kind === 'info') this.#queuedInfos--;
-      this.#run(event);
+      if (event.kind === 'close') this.#onCloseFrame(event.payload);
+      else this.#run(event);
     }
     if (!this.#busy && !this.#slow) this.#resumeInput();
   }
@@ -478,6 +482,9 @@ export class Session<S = unknown> {
   #flush = (): void => {
     this.#corked = false;
     uncork(this.#socket);
+    // Only now does writableLength say what the kernel would not take: a reader slow enough
+    // to be closed, not one that was just sent a large reply.
+    if (this.#state === 'open' && this.#opts.slowReader === 'close') this.#checkBackpressure();
   };
 
   #checkBackpressure(): void {
@@ -526,7 +533,10 @@ export class Session<S = unknown> {
 
   /** Both close frames exchanged (or no point waiting): end our side, the socket closes after. */
   #finish(): void {
-    this.#pauseInput();
+    // Keep reading (what comes is no longer interpreted) so the peer's close echo and FIN are
+    // seen and the connection ends now, not at closeTimeout.
+    this.#readPaused = false;
+    this.#socket.resume();
     const socket = this.#socket;
     if (this.#corked) {
       this.#corked = false;
