@@ -6,15 +6,16 @@
  * cleanly on SIGINT or SIGTERM.
  */
 
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { ExampleOptions, RunningExample } from './example.js';
 
 const examplesDir = new URL('.', import.meta.url);
 
+/** The servers: folders with a `main.ts` (a client example such as ws-client runs on its own). */
 function available(): string[] {
   return readdirSync(examplesDir, { withFileTypes: true })
-    .filter((d) => d.isDirectory() && d.name !== 'node_modules')
+    .filter((d) => d.isDirectory() && d.name !== 'node_modules' && existsSync(new URL(`./${d.name}/main.ts`, examplesDir)))
     .map((d) => d.name)
     .sort();
 }

@@ -1,5 +1,5 @@
 /**
- * The documentation's code runs: every ```ts block of the README and the guide (except those
+ * The documentation's code runs: every ```ts block of the README and the guides (except those
  * marked `no-run`) is written to test/.snippets/, type-checked with the project's compiler
  * settings, and imported as its own test. A snippet passes when it finishes without throwing and
  * leaves no registered listener behind.
@@ -14,7 +14,7 @@ import { info, stopListener } from '@corral/listener';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const outDir = join(root, 'test', '.snippets');
-const SOURCES = ['README.md', 'docs/guide.md'];
+const SOURCES = ['README.md', 'docs/guide.md', 'docs/websocket.md'];
 
 interface Snippet {
   /** The markdown file, relative to the repository root. */
