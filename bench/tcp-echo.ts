@@ -19,19 +19,17 @@
  * back to back). The machine is shared and noisy: only the ratios mean anything.
  */
 
-import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { availableParallelism, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { ServerKind, UsageMessage } from './lib/echo-server.js';
+import type { ServerKind } from './lib/echo-server.js';
+import { collectProfile, cpuMicros, installExitHook, median, ServerProcess } from './lib/server-process.js';
 
 const HOST = '127.0.0.1';
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/echo-server.ts', import.meta.url));
-const SERVER_START_TIMEOUT_MS = 20_000;
-const SERVER_STOP_TIMEOUT_MS = 5_000;
 const STREAM_CHUNK = 64 * 1024;
 const MIB = 1024 * 1024;
 
@@ -125,138 +123,6 @@ export function parseOptions(args: string[]): Options {
     cpuProf: v['cpu-prof'] === undefined ? undefined : resolve(v['cpu-prof']),
     cpuProfIntervalUs: intFlag(v, 'cpu-prof-interval', 1000, 10, 1_000_000),
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Server children
-
-/** Every child still running, killed on any exit of this process. */
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of liveChildren) child.kill('SIGKILL');
-  });
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      process.stderr.write(`\n${signal}: stopping the servers\n`);
-      process.exit(130);
-    });
-  }
-}
-
-function cpuMicros(u: NodeJS.CpuUsage): number {
-  return u.user + u.system;
-}
-
-class ServerProcess {
-  readonly kind: ServerKind;
-  readonly port: number;
-  #child: ChildProcess;
-  #pending: ((m: UsageMessage) => void) | undefined;
-  #exited: Promise<void>;
-  /** The usage the server reported as it stopped. */
-  finalUsage: UsageMessage | undefined;
-
-  private constructor(kind: ServerKind, port: number, child: ChildProcess, exited: Promise<void>) {
-    this.kind = kind;
-    this.port = port;
-    this.#child = child;
-    this.#exited = exited;
-    child.on('message', (m: UsageMessage) => {
-      if (m?.type !== 'usage') return;
-      if (m.final) this.finalUsage = m;
-      const pending = this.#pending;
-      this.#pending = undefined;
-      pending?.(m);
-    });
-  }
-
-  static async start(kind: ServerKind, o: Pick<Options, 'cpuProf' | 'cpuProfIntervalUs'>): Promise<ServerProcess> {
-    installExitHook();
-    const execArgv = ['--import', import.meta.resolve('tsx')];
-    if (o.cpuProf !== undefined) {
-      // One directory per server: every thread (the module loader's too) writes its own profile.
-      execArgv.unshift('--cpu-prof', '--cpu-prof-dir', join(o.cpuProf, kind), '--cpu-prof-interval', String(o.cpuProfIntervalUs));
-    }
-    const child = fork(SERVER_SCRIPT, [kind], { execArgv, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
-    liveChildren.add(child);
-    const exited = new Promise<void>((resolve) => {
-      child.once('exit', () => {
-        liveChildren.delete(child);
-        resolve();
-      });
-    });
-    try {
-      const port = await new Promise<number>((resolve, reject) => {
-        let out = '';
-        const timer = setTimeout(() => reject(new Error(`${kind} server: no port within ${SERVER_START_TIMEOUT_MS} ms`)), SERVER_START_TIMEOUT_MS);
-        const onData = (chunk: Buffer): void => {
-          out += chunk.toString('utf8');
-          const newline = out.indexOf('\n');
-          if (newline === -1) return;
-          const match = /^listening tcp:\/\/[^:]+:(\d+)$/.exec(out.slice(0, newline).trim());
-          cleanup();
-          if (match === null) reject(new Error(`${kind} server: unexpected first line ${JSON.stringify(out.slice(0, newline))}`));
-          else resolve(Number(match[1]));
-        };
-        const onExit = (code: number | null, signal: string | null): void => {
-          cleanup();
-          reject(new Error(`${kind} server exited before listening (code ${code}, signal ${signal})`));
-        };
-        const cleanup = (): void => {
-          clearTimeout(timer);
-          child.stdout?.off('data', onData);
-          child.off('exit', onExit);
-          // Keep draining stdout so the child can never block on it.
-          child.stdout?.resume();
-        };
-        child.stdout?.on('data', onData);
-        child.once('exit', onExit);
-      });
-      return new ServerProcess(kind, port, child, exited);
-    } catch (err) {
-      child.kill('SIGKILL');
-      throw err;
-    }
-  }
-
-  /** The server's CPU and resource usage now. */
-  usage(): Promise<UsageMessage> {
-    if (this.#pending !== undefined) return Promise.reject(new Error('a usage request is already pending'));
-    return new Promise((resolve, reject) => {
-      const onExit = (): void => reject(new Error(`${this.kind} server exited`));
-      this.#child.once('exit', onExit);
-      this.#pending = (m) => {
-        this.#child.off('exit', onExit);
-        resolve(m);
-      };
-      this.#child.send({ type: 'usage' });
-    });
-  }
-
-  /** SIGTERM, then SIGKILL if the server has not exited in time. */
-  async stop(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    this.#child.kill('SIGTERM');
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), SERVER_STOP_TIMEOUT_MS);
-    });
-    const outcome = await Promise.race([this.#exited, late]);
-    clearTimeout(timer);
-    if (outcome === 'late') {
-      this.#child.kill('SIGKILL');
-      await this.#exited;
-    }
-  }
-
-  kill(): void {
-    this.#child.kill('SIGKILL');
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,7 +365,7 @@ function scenarioSpecs(o: Options): ScenarioSpec[] {
   return o.scenarios.map((s) => specs[s]);
 }
 
-async function measure(spec: ScenarioSpec, server: ServerProcess, round: number): Promise<Pass> {
+async function measure(spec: ScenarioSpec, server: ServerProcess<ServerKind>, round: number): Promise<Pass> {
   const { run, close } = await spec.prepare(server.port, false);
   try {
     const before = await server.usage();
@@ -536,12 +402,6 @@ async function warmUp(spec: ScenarioSpec, server: ServerProcess): Promise<void> 
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 interface PeerSummary {
   /** Median units per second. */
@@ -637,9 +497,9 @@ export async function run(o: Options): Promise<{ results: ScenarioResult[]; meta
     serverLifetimeCpuUs: {} as Partial<Record<ServerKind, number>>,
   };
   if (o.cpuProf !== undefined) mkdirSync(o.cpuProf, { recursive: true });
-  const servers: ServerProcess[] = [];
+  const servers: ServerProcess<ServerKind>[] = [];
   try {
-    for (const kind of PEERS) servers.push(await ServerProcess.start(kind, o));
+    for (const kind of PEERS) servers.push(await ServerProcess.start(SERVER_SCRIPT, kind, o));
     const results: ScenarioResult[] = [];
     for (const spec of scenarioSpecs(o)) {
       for (const server of servers) await warmUp(spec, server);
@@ -664,22 +524,6 @@ export async function run(o: Options): Promise<{ results: ScenarioResult[]; meta
     for (const s of servers) if (s.finalUsage !== undefined) meta.serverLifetimeCpuUs[s.kind] = cpuMicros(s.finalUsage.cpu);
     if (o.cpuProf !== undefined) for (const kind of PEERS) collectProfile(o.cpuProf, kind);
   }
-}
-
-/**
- * Move the main thread's profile (thread id 0 in Node's default file name) of a server to
- * `<dir>/<kind>.cpuprofile`; the other threads' stay in `<dir>/<kind>/`.
- */
-function collectProfile(dir: string, kind: ServerKind): void {
-  const sub = join(dir, kind);
-  let files: string[];
-  try {
-    files = readdirSync(sub);
-  } catch {
-    return;
-  }
-  const main = files.filter((f) => /^CPU\.\d+\.\d+\.\d+\.0\.\d+\.cpuprofile$/.test(f)).sort().at(-1);
-  if (main !== undefined) renameSync(join(sub, main), join(dir, `${kind}.cpuprofile`));
 }
 
 /** Run with command-line flags; resolves to the exit code. */

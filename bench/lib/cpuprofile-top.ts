@@ -1,13 +1,14 @@
 /**
  * Summarise V8 CPU profiles (`node --cpu-prof`): the functions with the most self time, time by
- * origin, and every function of packages/listener with its self and total time.
+ * origin, and every function of Corral's packages (packages/listener, packages/websocket) with its
+ * self and total time.
  *
  *   node_modules/.bin/tsx bench/lib/cpuprofile-top.ts [--top 10] [--windows W.json [--scenario S]] PROFILE.cpuprofile...
  *
- * With `--windows` (the `windows.json` that `tcp-echo --cpu-prof DIR` writes next to the
+ * With `--windows` (the `windows.json` that `tcp-echo --cpu-prof DIR` and `ws-echo --cpu-prof DIR` write next to the
  * profiles), only samples taken during that server's measured passes count, optionally of one
  * scenario: start-up, warm-up and the other server's passes drop out. The server is named by the
- * profile's file name (`corral.cpuprofile`, `raw.cpuprofile`).
+ * profile's file name (`corral.cpuprofile`, `raw.cpuprofile`, `ws.cpuprofile`).
  *
  * Self time of a sample is the time until the next sample, as the Chrome DevTools count it.
  * Percentages are of the busy time: everything but `(idle)`.
@@ -63,6 +64,7 @@ const root = new URL('../../', import.meta.url).href;
 function origin(url: string, name: string): string {
   if (url === '') return name.startsWith('(') ? name : '(native)';
   if (url.includes('/packages/listener/')) return 'packages/listener';
+  if (url.includes('/packages/websocket/')) return 'packages/websocket';
   if (url.includes('/bench/')) return 'bench';
   if (url.startsWith('node:')) return 'node';
   if (url.includes('/node_modules/')) return 'node_modules';
@@ -181,9 +183,9 @@ export function report(file: string, s: ProfileSummary, top: number): string {
   bySelf.forEach((f, i) => out.push(`| ${i + 1} | ${f.name} | ${f.where || '(native)'} | ${ms(f.selfUs)} | ${pct(f.selfUs, s.busyUs)} |`));
   out.push('', 'Self time by origin:', '', '| origin | self ms | % of busy |', '| --- | --- | --- |');
   for (const [o, us] of [...s.byOrigin].filter(([, us]) => us > 0).sort((a, b) => b[1] - a[1])) out.push(`| ${o} | ${ms(us)} | ${pct(us, s.busyUs)} |`);
-  const listener = s.functions.filter((f) => f.origin === 'packages/listener').sort((a, b) => b.totalUs - a.totalUs);
+  const listener = s.functions.filter((f) => f.origin.startsWith('packages/')).sort((a, b) => b.totalUs - a.totalUs);
   const shown = Math.max(top, 15);
-  out.push('', 'packages/listener functions (by total time):', '', '| function | where | self ms | total ms | total % of busy |', '| --- | --- | --- | --- | --- |');
+  out.push('', 'packages/listener and packages/websocket functions (by total time):', '', '| function | where | self ms | total ms | total % of busy |', '| --- | --- | --- | --- | --- |');
   for (const f of listener.slice(0, shown)) out.push(`| ${f.name} | ${f.where || '(anonymous)'} | ${ms(f.selfUs)} | ${ms(f.totalUs)} | ${pct(f.totalUs, s.busyUs)} |`);
   if (listener.length === 0) out.push('| (none sampled) | | | | |');
   if (listener.length > shown) out.push(`| ... ${listener.length - shown} more | | | | |`);

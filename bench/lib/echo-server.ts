@@ -10,27 +10,16 @@
  *   `'error'` listener on each socket so a reset cannot take the process down.
  *
  * Both listen on 127.0.0.1, port 0, and print `listening tcp://127.0.0.1:<port>` as the first line
- * on stdout. Over the IPC channel, a `{ type: 'usage' }` message is answered with
- * `process.cpuUsage()` and `process.resourceUsage()`. SIGTERM stops the server, sends a final
- * usage message (`final: true`) and exits, which also writes a `--cpu-prof` profile if asked
- * for. The process exits as soon as its parent goes away (the IPC channel closes).
+ * on stdout; server-child.ts answers the load generator's questions over IPC and handles SIGTERM.
  */
 
 import * as net from 'node:net';
 import type { Connection } from '@corral/listener';
-
-/** The message a server sends back on the IPC channel. */
-export interface UsageMessage {
-  type: 'usage';
-  cpu: NodeJS.CpuUsage;
-  ru: NodeJS.ResourceUsage;
-  final: boolean;
-}
+import { serve, type RunningServer } from './server-child.js';
 
 export type ServerKind = 'corral' | 'raw';
 
 const HOST = '127.0.0.1';
-const STOP_TIMEOUT_MS = 3000;
 
 /** The protocol: the same as examples/tcp-echo. */
 async function echo(conn: Connection<net.Socket, undefined, never>): Promise<void> {
@@ -41,7 +30,7 @@ async function echo(conn: Connection<net.Socket, undefined, never>): Promise<voi
 
 function ignore(): void {}
 
-async function startCorral(): Promise<{ port: number; stop(): Promise<void> }> {
+async function startCorral(): Promise<RunningServer> {
   // Loaded here so the raw server never loads Corral at all.
   const { startListener, tcp } = await import('@corral/listener');
   const listener = await startListener('bench-echo', tcp, { socketOpts: { port: 0, host: HOST } }, echo, undefined);
@@ -50,7 +39,7 @@ async function startCorral(): Promise<{ port: number; stop(): Promise<void> }> {
   return { port, stop: () => listener.stop() };
 }
 
-async function startRaw(): Promise<{ port: number; stop(): Promise<void> }> {
+async function startRaw(): Promise<RunningServer> {
   const server = net.createServer({ noDelay: true }, (socket) => {
     socket.on('error', ignore);
     socket.pipe(socket);
@@ -71,49 +60,4 @@ async function startRaw(): Promise<{ port: number; stop(): Promise<void> }> {
   };
 }
 
-function usage(final: boolean): UsageMessage {
-  return { type: 'usage', cpu: process.cpuUsage(), ru: process.resourceUsage(), final };
-}
-
-function send(message: UsageMessage): Promise<void> {
-  return new Promise((resolve) => {
-    if (process.send === undefined || !process.connected) {
-      resolve();
-      return;
-    }
-    process.send(message, undefined, {}, () => resolve());
-  });
-}
-
-async function main(): Promise<void> {
-  const kind = process.argv[2];
-  if (kind !== 'corral' && kind !== 'raw') {
-    process.stderr.write('usage: echo-server.ts corral|raw\n');
-    process.exit(2);
-  }
-  if (process.send === undefined) {
-    process.stderr.write('echo-server.ts runs as a child process with an IPC channel\n');
-    process.exit(2);
-  }
-  const server = kind === 'corral' ? await startCorral() : await startRaw();
-
-  process.on('message', (message: unknown) => {
-    if ((message as { type?: unknown } | null)?.type === 'usage') void send(usage(false));
-  });
-  // The parent went away: nothing is left to serve.
-  process.on('disconnect', () => process.exit(0));
-
-  let stopping = false;
-  process.on('SIGTERM', () => {
-    if (stopping) return;
-    stopping = true;
-    const deadline = new Promise<void>((resolve) => setTimeout(resolve, STOP_TIMEOUT_MS).unref());
-    void Promise.race([server.stop().catch(ignore), deadline])
-      .then(() => send(usage(true)))
-      .finally(() => process.exit(0));
-  });
-
-  process.stdout.write(`listening tcp://${HOST}:${server.port}\n`);
-}
-
-await main();
+await serve('echo-server.ts', 'tcp', HOST, { corral: startCorral, raw: startRaw });

@@ -1,0 +1,785 @@
+/**
+ * WebSocket echo: a Corral WebSocket listener against the `ws` package's WebSocketServer, the peer.
+ *
+ *   pnpm bench ws-echo [--connections 100] [--rounds 3] [--scenarios LIST] [--json]
+ *   node_modules/.bin/tsx bench/ws-echo.ts [flags]
+ *
+ * Each server runs in its own child process (bench/lib/ws-echo-server.ts) and reports its CPU time
+ * and memory over IPC; the load runs in `--generators` more child processes (bench/lib/ws-load.ts),
+ * so this process only directs and measures. Scenarios:
+ *
+ * - `binary-64`, `text-64`, `binary-16k`, `binary-1m`: ping-pong. `--connections` WebSocket
+ *   connections, each doing `--messages` (64 B), `--messages-16k` or `--messages-1m` round trips
+ *   of one message (`--window` messages in flight per connection, 1 by default);
+ * - `idle`: `--idle` connections opened and left idle, the server's RSS and heap measured before
+ *   and after (each after a full garbage collection), in a fresh pair of servers every round.
+ *
+ * For each ping-pong scenario both servers get an unmeasured warm-up pass (a quarter of the
+ * work), then `--rounds` measured passes each, alternating corral, ws, corral, ws... The table
+ * shows medians, and ratios corral/ws that are the median of the per-round ratios (each round's
+ * two passes ran back to back). The machine is shared and noisy: only the ratios mean anything.
+ */
+
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { buildCorral } from './lib/corral-build.js';
+import { perfAvailable, PerfCounter, type InstructionCounts } from './lib/perf-counter.js';
+import type { WsServerKind } from './lib/ws-echo-server.js';
+import type { ClientKind, LoadReply, LoadRequest } from './lib/ws-load.js';
+import {
+  collectProfile, cpuMicros, fileLimits, installExitHook, median, ServerProcess, spawnNode, type ServerProcessOptions,
+} from './lib/server-process.js';
+import type { UsageMessage } from './lib/server-child.js';
+
+const SERVER_SCRIPT = fileURLToPath(new URL('./lib/ws-echo-server.ts', import.meta.url));
+const LOAD_SCRIPT = fileURLToPath(new URL('./lib/ws-load.ts', import.meta.url));
+const KIB = 1024;
+const MIB = 1024 * 1024;
+/** Upgrades in flight per load generator while opening connections. */
+const OPEN_CONCURRENCY = 128;
+/** Descriptors a process needs beside its connections. */
+const FD_MARGIN = 256;
+const LOAD_START_TIMEOUT_MS = 20_000;
+const LOAD_STOP_TIMEOUT_MS = 5_000;
+
+const PING_PONG = ['binary-64', 'text-64', 'binary-16k', 'binary-1m'] as const;
+const SCENARIOS = [...PING_PONG, 'idle'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+type PingPongScenario = (typeof PING_PONG)[number];
+const PEERS: readonly WsServerKind[] = ['corral', 'ws'];
+
+/** The issue's targets: messages/s at least `min` times ws's; idle memory per connection at most 0.8 times. */
+const RATE_TARGETS: Record<PingPongScenario, number> = { 'binary-64': 1.3, 'text-64': 1.3, 'binary-16k': 1.0, 'binary-1m': 1.0 };
+const IDLE_RSS_TARGET = 0.8;
+
+export interface Options {
+  connections: number;
+  window: number;
+  messages: number;
+  messages16k: number;
+  messages1m: number;
+  idle: number;
+  generators: number;
+  client: ClientKind;
+  /** `built`: Corral compiled to JavaScript as it ships; `src`: its TypeScript sources through tsx. */
+  corral: 'built' | 'src';
+  /** Count the servers' instructions with `perf stat` (`auto`: when it works here). */
+  perf: 'auto' | 'on' | 'off';
+  rounds: number;
+  scenarios: Scenario[];
+  timeoutS: number;
+  json: boolean;
+  cpuProf: string | undefined;
+  cpuProfIntervalUs: number;
+}
+
+const USAGE = `Usage: pnpm bench ws-echo [flags]
+
+  --connections N   connections in the ping-pong scenarios (default 100)
+  --window N        messages in flight per connection (default 1)
+  --messages N      round trips per connection at 64 B (default 500)
+  --messages-16k N  round trips per connection at 16 KiB (default 100)
+  --messages-1m N   round trips per connection at 1 MiB (default 5)
+  --idle N          connections held open in the idle scenario (default 10000)
+  --generators N    load generator processes (default 1)
+  --client KIND     the load generator's client: raw (default) or ws
+  --corral FROM     built (default): Corral compiled to JavaScript, as published; src: its
+                    TypeScript sources through the tsx loader (whose keepNames costs memory)
+  --perf MODE       count each ping-pong server's instructions with perf stat: auto (default:
+                    when perf works here), on or off
+  --rounds N        measured passes per server and scenario, at least 3 (default 3)
+  --scenarios LIST  comma-separated subset of ${SCENARIOS.join(',')} (default: all)
+  --timeout S       abort the whole run after S seconds (default 600)
+  --cpu-prof DIR    run the ping-pong servers under node --cpu-prof; DIR/corral.cpuprofile, DIR/ws.cpuprofile
+  --cpu-prof-interval US  sampling interval of --cpu-prof in microseconds (default 1000)
+  --json            also print the results as one line of JSON after the tables
+`;
+
+class UsageError extends Error {}
+
+function intFlag(values: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer between ${min} and ${max}, got ${String(raw)}`);
+  return n;
+}
+
+export function parseOptions(args: string[]): Options {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        connections: { type: 'string' },
+        window: { type: 'string' },
+        messages: { type: 'string' },
+        'messages-16k': { type: 'string' },
+        'messages-1m': { type: 'string' },
+        idle: { type: 'string' },
+        generators: { type: 'string' },
+        client: { type: 'string' },
+        corral: { type: 'string' },
+        perf: { type: 'string' },
+        rounds: { type: 'string' },
+        scenarios: { type: 'string' },
+        timeout: { type: 'string' },
+        'cpu-prof': { type: 'string' },
+        'cpu-prof-interval': { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) throw new UsageError('');
+  let scenarios: Scenario[] = [...SCENARIOS];
+  if (v.scenarios !== undefined) {
+    const names = v.scenarios.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    for (const name of names) {
+      if (!(SCENARIOS as readonly string[]).includes(name)) throw new UsageError(`unknown scenario ${name}; choose from ${SCENARIOS.join(', ')}`);
+    }
+    if (names.length === 0) throw new UsageError('--scenarios is empty');
+    scenarios = SCENARIOS.filter((s) => names.includes(s));
+  }
+  const client = v.client ?? 'raw';
+  if (client !== 'raw' && client !== 'ws') throw new UsageError(`--client must be raw or ws, got ${client}`);
+  const corral = v.corral ?? 'built';
+  if (corral !== 'built' && corral !== 'src') throw new UsageError(`--corral must be built or src, got ${corral}`);
+  const perf = v.perf ?? 'auto';
+  if (perf !== 'auto' && perf !== 'on' && perf !== 'off') throw new UsageError(`--perf must be auto, on or off, got ${perf}`);
+  return {
+    connections: intFlag(v, 'connections', 100, 1, 5_000),
+    window: intFlag(v, 'window', 1, 1, 64),
+    messages: intFlag(v, 'messages', 500, 1, 1_000_000),
+    messages16k: intFlag(v, 'messages-16k', 100, 1, 100_000),
+    messages1m: intFlag(v, 'messages-1m', 5, 1, 1_000),
+    idle: intFlag(v, 'idle', 10_000, 1, 50_000),
+    generators: intFlag(v, 'generators', 1, 1, 16),
+    client,
+    corral,
+    perf,
+    rounds: intFlag(v, 'rounds', 3, 3, 50),
+    scenarios,
+    timeoutS: intFlag(v, 'timeout', 600, 1, 3_600),
+    json: v.json,
+    cpuProf: v['cpu-prof'] === undefined ? undefined : resolve(v['cpu-prof']),
+    cpuProfIntervalUs: intFlag(v, 'cpu-prof-interval', 1000, 10, 1_000_000),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generators
+
+type RequestBody = LoadRequest extends infer R ? (R extends LoadRequest ? Omit<R, 'id'> : never) : never;
+
+/** One load generator process (bench/lib/ws-load.ts), answering one request at a time. */
+class LoadProcess {
+  #child: ChildProcess;
+  #nextId = 1;
+  #pending = new Map<number, { resolve: (r: LoadReply) => void; reject: (err: Error) => void }>();
+  #exited: Promise<void>;
+
+  private constructor(child: ChildProcess, exited: Promise<void>) {
+    this.#child = child;
+    this.#exited = exited;
+    child.on('message', (m: LoadReply | { type: 'ready' }) => {
+      if (m.type !== 'done') return;
+      const p = this.#pending.get(m.id);
+      this.#pending.delete(m.id);
+      if (m.error !== undefined) p?.reject(new Error(`load generator: ${m.error}`));
+      else p?.resolve(m);
+    });
+    child.once('exit', (code, signal) => {
+      for (const p of this.#pending.values()) p.reject(new Error(`a load generator exited (code ${code}, signal ${signal})`));
+      this.#pending.clear();
+    });
+  }
+
+  static async start(fdLimit: number | undefined): Promise<LoadProcess> {
+    const child = spawnNode(LOAD_SCRIPT, [], { stdio: 'ignore', fdLimit });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`load generator: not ready within ${LOAD_START_TIMEOUT_MS} ms`)), LOAD_START_TIMEOUT_MS);
+        const onExit = (code: number | null): void => {
+          clearTimeout(timer);
+          reject(new Error(`load generator exited before it was ready (code ${code})`));
+        };
+        child.once('exit', onExit);
+        child.once('message', () => {
+          clearTimeout(timer);
+          child.off('exit', onExit);
+          resolve();
+        });
+      });
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw err;
+    }
+    return new LoadProcess(child, exited);
+  }
+
+  request(body: RequestBody): Promise<LoadReply> {
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      if (!this.#child.connected) {
+        reject(new Error('the load generator is gone'));
+        return;
+      }
+      this.#pending.set(id, { resolve, reject });
+      this.#child.send({ ...body, id } as LoadRequest);
+    });
+  }
+
+  /** Close the IPC channel (the generator exits), SIGKILL if it has not exited in time. */
+  async stop(): Promise<void> {
+    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
+    if (this.#child.connected) this.#child.disconnect();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), LOAD_STOP_TIMEOUT_MS);
+    });
+    const outcome = await Promise.race([this.#exited, late]);
+    clearTimeout(timer);
+    if (outcome === 'late') {
+      this.#child.kill('SIGKILL');
+      await this.#exited;
+    }
+  }
+}
+
+/** `total` split into `parts` near-equal shares. */
+function shares(total: number, parts: number): number[] {
+  return Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));
+}
+
+/** Run one request on every generator (the `i`-th gets `body(i)`), all at once; their CPU time, each. */
+async function onAll(gens: LoadProcess[], body: (i: number) => RequestBody | undefined): Promise<number[]> {
+  const replies = await Promise.all(gens.map((g, i) => {
+    const b = body(i);
+    return b === undefined ? undefined : g.request(b);
+  }));
+  return replies.map((r) => (r === undefined ? 0 : cpuMicros(r.cpu)));
+}
+
+async function openAll(gens: LoadProcess[], o: Options, port: number, count: number): Promise<void> {
+  const share = shares(count, gens.length);
+  try {
+    await onAll(gens, (i) => (share[i] === 0 ? undefined : { type: 'open', port, count: share[i]!, concurrency: OPEN_CONCURRENCY, client: o.client }));
+  } catch (err) {
+    await closeAll(gens).catch(() => {});
+    throw err;
+  }
+}
+
+async function closeAll(gens: LoadProcess[]): Promise<void> {
+  await onAll(gens, () => ({ type: 'close' }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ping-pong
+
+interface Pass {
+  scenario: Scenario;
+  peer: WsServerKind;
+  round: number;
+  messages: number;
+  wallMs: number;
+  serverCpuUs: number;
+  /** Every generator's CPU time over the pass, summed. */
+  loadCpuUs: number;
+  /** The busiest generator's CPU time over the pass. */
+  loadMaxCpuUs: number;
+  /** The server's instructions over the pass (with perf). */
+  instructions: InstructionCounts | undefined;
+  /** Start and end of the pass on the system's monotonic clock, in µs (the clock of V8's CPU profiles). */
+  startUs: number;
+  endUs: number;
+}
+
+interface PingPongSpec {
+  name: PingPongScenario;
+  label: string;
+  text: boolean;
+  size: number;
+  /** Round trips per connection in a measured pass. */
+  messages: number;
+}
+
+function sizeLabel(size: number): string {
+  if (size >= MIB && size % MIB === 0) return `${size / MIB} MiB`;
+  if (size >= KIB && size % KIB === 0) return `${size / KIB} KiB`;
+  return `${size} B`;
+}
+
+function pingPongSpecs(o: Options): PingPongSpec[] {
+  const all: Record<PingPongScenario, { text: boolean; size: number; messages: number }> = {
+    'binary-64': { text: false, size: 64, messages: o.messages },
+    'text-64': { text: true, size: 64, messages: o.messages },
+    'binary-16k': { text: false, size: 16 * KIB, messages: o.messages16k },
+    'binary-1m': { text: false, size: MIB, messages: o.messages1m },
+  };
+  return o.scenarios.filter((s): s is PingPongScenario => s !== 'idle').map((name) => {
+    const s = all[name];
+    const window = o.window === 1 ? '' : `, window ${o.window}`;
+    return { name, ...s, label: `${s.text ? 'text' : 'binary'} ${sizeLabel(s.size)}, ${o.connections} conns x ${s.messages} msgs${window}` };
+  });
+}
+
+/** Open the connections, check one round trip on each, run `messages` round trips (timed when `measure`), close. */
+async function pingPongPass(
+  spec: PingPongSpec, o: Options, server: ServerProcess<WsServerKind>, gens: LoadProcess[], messages: number, round: number, perf: boolean,
+): Promise<Pass> {
+  await openAll(gens, o, server.port, o.connections);
+  try {
+    await onAll(gens, () => ({ type: 'ping-pong', text: spec.text, size: spec.size, messages: 1, window: 1, check: true }));
+    // Every pass starts from a collected heap: how much collecting a pass has to do then depends
+    // less on what the passes before it left behind.
+    await server.usage({ memory: true });
+    const counter = perf ? await PerfCounter.attach(server.pid!) : undefined;
+    const before = await server.usage();
+    const t0 = process.hrtime.bigint();
+    const load = await onAll(gens, () => ({ type: 'ping-pong', text: spec.text, size: spec.size, messages, window: o.window, check: false }));
+    const t1 = process.hrtime.bigint();
+    const after = await server.usage();
+    const instructions = await counter?.stop();
+    return {
+      scenario: spec.name,
+      peer: server.kind,
+      round,
+      messages: messages * o.connections,
+      wallMs: Number(t1 - t0) / 1e6,
+      serverCpuUs: cpuMicros(after.cpu) - cpuMicros(before.cpu),
+      loadCpuUs: load.reduce((a, b) => a + b, 0),
+      loadMaxCpuUs: Math.max(...load),
+      instructions,
+      startUs: Number(t0 / 1000n),
+      endUs: Number(t1 / 1000n),
+    };
+  } finally {
+    await closeAll(gens);
+  }
+}
+
+interface PeerSummary {
+  /** Median messages per second. */
+  rate: number;
+  /** Median server CPU microseconds per message. */
+  cpuPerMessage: number;
+  /** Median server CPU time over wall time (1 = one core busy). */
+  serverCpuShare: number;
+  /** Median CPU time of all generators together over wall time. */
+  loadCpuShare: number;
+  /** Median CPU time of the busiest generator over wall time. */
+  loadMaxCpuShare: number;
+  /** Median server instructions (user + kernel) per message, with perf. */
+  instrPerMessage: number | undefined;
+}
+
+interface Ratio {
+  median: number;
+  min: number;
+  max: number;
+}
+
+interface PingPongResult {
+  scenario: PingPongScenario;
+  label: string;
+  corral: PeerSummary;
+  ws: PeerSummary;
+  /** Median of the per-round ratios corral/ws, and their range. */
+  rateRatio: Ratio;
+  cpuRatio: Ratio;
+  instrRatio: Ratio | undefined;
+  target: number;
+  passes: Pass[];
+}
+
+const rate = (p: Pass): number => p.messages / (p.wallMs / 1000);
+const cpuPerMessage = (p: Pass): number => p.serverCpuUs / p.messages;
+const instrPerMessage = (p: Pass): number => (p.instructions === undefined ? NaN : (p.instructions.user + p.instructions.kernel) / p.messages);
+
+function ratios(xs: number[]): Ratio {
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+}
+
+function summarize(spec: PingPongSpec, passes: Pass[]): PingPongResult {
+  const of = (peer: WsServerKind): Pass[] => passes.filter((p) => p.peer === peer).sort((a, b) => a.round - b.round);
+  const peer = (ps: Pass[]): PeerSummary => ({
+    rate: median(ps.map(rate)),
+    cpuPerMessage: median(ps.map(cpuPerMessage)),
+    serverCpuShare: median(ps.map((p) => p.serverCpuUs / 1000 / p.wallMs)),
+    loadCpuShare: median(ps.map((p) => p.loadCpuUs / 1000 / p.wallMs)),
+    loadMaxCpuShare: median(ps.map((p) => p.loadMaxCpuUs / 1000 / p.wallMs)),
+    instrPerMessage: ps.every((p) => p.instructions !== undefined) ? median(ps.map(instrPerMessage)) : undefined,
+  });
+  const c = of('corral');
+  const w = of('ws');
+  const counted = passes.every((p) => p.instructions !== undefined);
+  return {
+    scenario: spec.name,
+    label: spec.label,
+    corral: peer(c),
+    ws: peer(w),
+    rateRatio: ratios(c.map((p, i) => rate(p) / rate(w[i]!))),
+    cpuRatio: ratios(c.map((p, i) => cpuPerMessage(p) / cpuPerMessage(w[i]!))),
+    instrRatio: counted ? ratios(c.map((p, i) => instrPerMessage(p) / instrPerMessage(w[i]!))) : undefined,
+    target: RATE_TARGETS[spec.name],
+    passes,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle connections
+
+interface IdleRound {
+  peer: WsServerKind;
+  round: number;
+  connections: number;
+  before: NodeJS.MemoryUsage;
+  after: NodeJS.MemoryUsage;
+  /** Opening the connections: wall time and the server's CPU time (TCP connect, HTTP upgrade, session). */
+  openMs: number;
+  openServerCpuUs: number;
+}
+
+interface IdlePeerSummary {
+  rssPerConn: number;
+  heapPerConn: number;
+  externalPerConn: number;
+  upgradesPerS: number;
+  cpuPerUpgrade: number;
+}
+
+interface IdleResult {
+  scenario: 'idle';
+  label: string;
+  corral: IdlePeerSummary;
+  ws: IdlePeerSummary;
+  rssRatio: Ratio;
+  heapRatio: Ratio;
+  cpuPerUpgradeRatio: Ratio;
+  target: number;
+  rounds: IdleRound[];
+}
+
+const perConn = (r: IdleRound, f: (m: NodeJS.MemoryUsage) => number): number => (f(r.after) - f(r.before)) / r.connections;
+const rssPerConn = (r: IdleRound): number => perConn(r, (m) => m.rss);
+const heapPerConn = (r: IdleRound): number => perConn(r, (m) => m.heapUsed);
+const externalPerConn = (r: IdleRound): number => perConn(r, (m) => m.external);
+const cpuPerUpgrade = (r: IdleRound): number => r.openServerCpuUs / r.connections;
+
+/** A fresh server: warm it up, measure, open `o.idle` connections, measure again, close them. */
+async function idleRound(kind: WsServerKind, o: Options, gens: LoadProcess[], round: number, fdLimit: number | undefined): Promise<IdleRound> {
+  const serverOpts: ServerProcessOptions = { cpuProf: undefined, cpuProfIntervalUs: o.cpuProfIntervalUs, execArgv: ['--expose-gc'], fdLimit };
+  const server = await ServerProcess.start(SERVER_SCRIPT, kind, serverOpts);
+  try {
+    // Everything a connection uses is loaded and compiled before the first measurement.
+    const warm = Math.min(100, o.idle);
+    await openAll(gens, o, server.port, warm);
+    try {
+      await onAll(gens, () => ({ type: 'ping-pong', text: false, size: 64, messages: 10, window: 1, check: true }));
+    } finally {
+      await closeAll(gens);
+    }
+    const before = memoryOf(await server.usage({ memory: true }));
+    const cpu0 = await server.usage();
+    const t0 = process.hrtime.bigint();
+    await openAll(gens, o, server.port, o.idle);
+    try {
+      const t1 = process.hrtime.bigint();
+      const cpu1 = await server.usage();
+      const after = memoryOf(await server.usage({ memory: true }));
+      return {
+        peer: kind,
+        round,
+        connections: o.idle,
+        before,
+        after,
+        openMs: Number(t1 - t0) / 1e6,
+        openServerCpuUs: cpuMicros(cpu1.cpu) - cpuMicros(cpu0.cpu),
+      };
+    } finally {
+      await closeAll(gens);
+    }
+  } finally {
+    await server.stop().catch(() => server.kill());
+  }
+}
+
+function memoryOf(u: UsageMessage): NodeJS.MemoryUsage {
+  if (u.memory === undefined) throw new Error('the server sent no memory figures');
+  return u.memory;
+}
+
+function summarizeIdle(o: Options, rounds: IdleRound[]): IdleResult {
+  const of = (peer: WsServerKind): IdleRound[] => rounds.filter((r) => r.peer === peer).sort((a, b) => a.round - b.round);
+  const peer = (rs: IdleRound[]): IdlePeerSummary => ({
+    rssPerConn: median(rs.map(rssPerConn)),
+    heapPerConn: median(rs.map(heapPerConn)),
+    externalPerConn: median(rs.map(externalPerConn)),
+    upgradesPerS: median(rs.map((r) => r.connections / (r.openMs / 1000))),
+    cpuPerUpgrade: median(rs.map(cpuPerUpgrade)),
+  });
+  const c = of('corral');
+  const w = of('ws');
+  return {
+    scenario: 'idle',
+    label: `idle ${o.idle} conns`,
+    corral: peer(c),
+    ws: peer(w),
+    rssRatio: ratios(c.map((r, i) => rssPerConn(r) / rssPerConn(w[i]!))),
+    heapRatio: ratios(c.map((r, i) => heapPerConn(r) / heapPerConn(w[i]!))),
+    cpuPerUpgradeRatio: ratios(c.map((r, i) => cpuPerUpgrade(r) / cpuPerUpgrade(w[i]!))),
+    target: IDLE_RSS_TARGET,
+    rounds,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function num(x: number): string {
+  if (x >= 100) return Math.round(x).toLocaleString('en-US');
+  if (x >= 10) return x.toFixed(1);
+  return x.toFixed(2);
+}
+
+const pct = (x: number): string => `${Math.round(x * 100)}%`;
+const ratio = (r: Ratio): string => `${r.median.toFixed(3)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
+const bytes = (x: number): string => `${num(x / KIB)} KiB`;
+const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
+const instr = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : `${num(x / 1e3)} k`);
+
+function loadShare(s: PeerSummary, generators: number): string {
+  return generators === 1 ? pct(s.loadCpuShare) : `${pct(s.loadCpuShare)} (max ${pct(s.loadMaxCpuShare)})`;
+}
+
+export function pingPongTable(results: PingPongResult[], generators: number): string {
+  const counted = results.every((s) => s.instrRatio !== undefined);
+  const header = ['scenario', 'corral', 'ws', 'corral/ws', 'server CPU corral', 'server CPU ws', 'corral/ws', 'server CPU share c / w', 'load gen CPU share c / w'];
+  if (counted) header.push('server instructions/msg c / w', 'corral/ws');
+  const rows = results.map((s) => [
+    s.label,
+    `${num(s.corral.rate)} msg/s`,
+    `${num(s.ws.rate)} msg/s`,
+    ratio(s.rateRatio),
+    `${num(s.corral.cpuPerMessage)} µs/msg`,
+    `${num(s.ws.cpuPerMessage)} µs/msg`,
+    ratio(s.cpuRatio),
+    `${pct(s.corral.serverCpuShare)} / ${pct(s.ws.serverCpuShare)}`,
+    `${loadShare(s.corral, generators)} / ${loadShare(s.ws, generators)}`,
+    ...(counted ? [`${instr(s.corral.instrPerMessage!)} / ${instr(s.ws.instrPerMessage!)}`, ratio(s.instrRatio!)] : []),
+  ]);
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+export function idleTable(r: IdleResult): string {
+  const header = ['scenario', 'RSS/conn corral', 'RSS/conn ws', 'corral/ws', 'heapUsed/conn corral', 'heapUsed/conn ws', 'corral/ws', 'upgrades/s c / w', 'server CPU per upgrade c / w', 'corral/ws'];
+  const row = [
+    r.label,
+    bytes(r.corral.rssPerConn),
+    bytes(r.ws.rssPerConn),
+    ratio(r.rssRatio),
+    bytes(r.corral.heapPerConn),
+    bytes(r.ws.heapPerConn),
+    ratio(r.heapRatio),
+    `${num(r.corral.upgradesPerS)} / ${num(r.ws.upgradesPerS)}`,
+    `${num(r.corral.cpuPerUpgrade)} / ${num(r.ws.cpuPerUpgrade)} µs`,
+    ratio(r.cpuPerUpgradeRatio),
+  ];
+  return [line(header), line(header.map(() => '---')), line(row)].join('\n');
+}
+
+export function targetLines(pingPong: PingPongResult[], idle: IdleResult | undefined): string {
+  const out: string[] = [];
+  for (const r of pingPong) {
+    const met = r.rateRatio.median >= r.target;
+    // ws's CPU per message over Corral's: the throughput ratio the servers would reach, each on a core of its own.
+    const capacity = 1 / r.cpuRatio.median;
+    const instructions = r.instrRatio === undefined ? '' : `, instructions ${(1 / r.instrRatio.median).toFixed(2)}x`;
+    out.push(`- ${r.label.split(',')[0]}: messages/s ${r.rateRatio.median.toFixed(2)}x ws, target >= ${r.target.toFixed(1)}x: ${met ? 'met' : 'NOT met'}`
+      + ` (ws's server cost per message over Corral's: CPU time ${capacity.toFixed(2)}x${instructions})`);
+  }
+  if (idle !== undefined) {
+    const met = idle.rssRatio.median <= idle.target;
+    out.push(`- idle ${idle.rounds[0]?.connections ?? ''} conns: RSS per connection ${idle.rssRatio.median.toFixed(2)}x ws, target <= ${idle.target.toFixed(1)}x: ${met ? 'met' : 'NOT met'}`
+      + ` (heapUsed per connection ${idle.heapRatio.median.toFixed(2)}x ws)`);
+  }
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function log(message: string): void {
+  process.stderr.write(`${message}\n`);
+}
+
+/** The descriptors a process holding `connections` sockets needs, and the `ulimit -n` to ask for if the current one is short. */
+function fdLimitFor(connections: number): number | undefined {
+  const need = connections + FD_MARGIN;
+  const { soft, hard } = fileLimits();
+  if (soft >= need) return undefined;
+  // Raising the hard limit takes privileges (root may raise it up to fs.nr_open).
+  if (hard < need && process.getuid?.() !== 0) {
+    throw new UsageError(`${connections} connections need ${need} descriptors per process; ulimit -Hn is ${hard}: lower --idle or raise the hard limit`);
+  }
+  return need;
+}
+
+export async function run(o: Options): Promise<{ pingPong: PingPongResult[]; idle: IdleResult | undefined; meta: Record<string, unknown> }> {
+  const meta = {
+    date: new Date().toISOString(),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    cores: availableParallelism(),
+    loadavgAtStart: loadavg().map((x) => Number(x.toFixed(2))),
+    fileLimits: fileLimits(),
+    perf: false,
+    options: { ...o },
+    /** Each ping-pong server's CPU time over its whole life (start-up and warm-up included), from its exit message. */
+    serverLifetimeCpuUs: {} as Partial<Record<WsServerKind, number>>,
+  };
+  const specs = pingPongSpecs(o);
+  const perf = o.perf === 'on' || (o.perf === 'auto' && specs.length > 0 && perfAvailable());
+  if (o.perf === 'on' && !perfAvailable()) throw new UsageError('--perf on: perf stat cannot count instructions here');
+  const withIdle = o.scenarios.includes('idle');
+  const genFdLimit = withIdle ? fdLimitFor(Math.ceil(o.idle / o.generators)) : undefined;
+  const serverFdLimit = withIdle ? fdLimitFor(o.idle) : undefined;
+  if (o.cpuProf !== undefined) mkdirSync(o.cpuProf, { recursive: true });
+  let build: { dir: string; remove(): void } | undefined;
+  if (o.corral === 'built') {
+    build = await buildCorral();
+    const { remove } = build;
+    process.once('exit', remove);
+    // The corral server (bench/lib/ws-echo-server.ts) loads the compiled modules from there.
+    process.env.WS_ECHO_CORRAL_DIR = build.dir;
+  }
+  meta.perf = perf;
+  const gens: LoadProcess[] = [];
+  const servers: ServerProcess<WsServerKind>[] = [];
+  try {
+    for (let i = 0; i < o.generators; i++) gens.push(await LoadProcess.start(genFdLimit));
+    const pingPong: PingPongResult[] = [];
+    if (specs.length > 0) {
+      for (const kind of PEERS) servers.push(await ServerProcess.start(SERVER_SCRIPT, kind, { ...o, execArgv: ['--expose-gc'] }));
+      for (const spec of specs) {
+        const warmup = Math.max(1, Math.ceil(spec.messages / 4));
+        for (const server of servers) await pingPongPass(spec, o, server, gens, warmup, 0, false);
+        const passes: Pass[] = [];
+        for (let round = 1; round <= o.rounds; round++) {
+          for (const server of servers) {
+            const p = await pingPongPass(spec, o, server, gens, spec.messages, round, perf);
+            passes.push(p);
+            log(`${spec.name} round ${round} ${p.peer}: ${num(rate(p))} msg/s, ${num(cpuPerMessage(p))} µs/msg server CPU, `
+              + `${num(p.loadCpuUs / p.messages)} µs/msg load gen CPU, server ${pct(p.serverCpuUs / 1000 / p.wallMs)}, `
+              + `load gen ${pct(p.loadCpuUs / 1000 / p.wallMs)}, ${p.wallMs.toFixed(0)} ms`
+              + `${p.instructions === undefined ? '' : `, ${instr(instrPerMessage(p))} instructions/msg`}`);
+          }
+        }
+        pingPong.push(summarize(spec, passes));
+      }
+      if (o.cpuProf !== undefined) {
+        // The measured passes, so a profile can be cut down to them (bench/lib/cpuprofile-top.ts --windows).
+        const windows = pingPong.flatMap((r) => r.passes.map(({ scenario, peer, round, startUs, endUs }) => ({ scenario, peer, round, startUs, endUs })));
+        writeFileSync(join(o.cpuProf, 'windows.json'), `${JSON.stringify(windows, null, 1)}\n`);
+      }
+      await Promise.all(servers.map((s) => s.stop().catch(() => s.kill())));
+    }
+    let idle: IdleResult | undefined;
+    if (withIdle) {
+      const rounds: IdleRound[] = [];
+      for (let round = 1; round <= o.rounds; round++) {
+        for (const kind of PEERS) {
+          const r = await idleRound(kind, o, gens, round, serverFdLimit);
+          rounds.push(r);
+          log(`idle round ${round} ${kind}: RSS ${bytes(rssPerConn(r))}/conn, heapUsed ${bytes(heapPerConn(r))}/conn, `
+            + `${num(r.connections / (r.openMs / 1000))} upgrades/s, ${num(cpuPerUpgrade(r))} µs server CPU per upgrade`);
+        }
+      }
+      idle = summarizeIdle(o, rounds);
+    }
+    return { pingPong, idle, meta };
+  } finally {
+    await Promise.all([...servers.map((s) => s.stop().catch(() => s.kill())), ...gens.map((g) => g.stop())]);
+    for (const s of servers) if (s.finalUsage !== undefined) meta.serverLifetimeCpuUs[s.kind] = cpuMicros(s.finalUsage.cpu);
+    if (o.cpuProf !== undefined && specs.length > 0) for (const kind of PEERS) collectProfile(o.cpuProf, kind);
+    if (build !== undefined) {
+      build.remove();
+      process.off('exit', build.remove);
+      delete process.env.WS_ECHO_CORRAL_DIR;
+    }
+  }
+}
+
+/** Run with command-line flags; resolves to the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let o: Options;
+  try {
+    o = parseOptions(args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    if (err.message !== '') process.stderr.write(`${err.message}\n\n`);
+    process.stderr.write(USAGE);
+    return err.message === '' ? 0 : 2;
+  }
+  installExitHook();
+  // Bounded in time: past the deadline, give up (the exit hook kills the servers and generators).
+  const deadline = setTimeout(() => {
+    log(`ws-echo: aborted after ${o.timeoutS} s`);
+    process.exit(1);
+  }, o.timeoutS * 1000);
+  try {
+    log(`ws-echo: Node ${process.version}, ${availableParallelism()} cores, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}, `
+      + `${o.generators} load generator process${o.generators === 1 ? '' : 'es'} (${o.client} client), Corral ${o.corral === 'built' ? 'compiled' : 'from its sources'}`);
+    let result;
+    try {
+      result = await run(o);
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      process.stderr.write(`${err.message}\n`);
+      return 2;
+    }
+    const { pingPong, idle, meta } = result;
+    process.stdout.write(`\nNode ${process.version}, ${availableParallelism()} cores, ${o.rounds} rounds, `
+      + `${o.generators} load generator process${o.generators === 1 ? '' : 'es'} (${o.client} client), Corral ${o.corral === 'built' ? 'compiled' : 'from its sources'}, ${new Date().toISOString()}\n\n`);
+    if (pingPong.length > 0) process.stdout.write(`${pingPongTable(pingPong, o.generators)}\n\n`);
+    if (idle !== undefined) process.stdout.write(`${idleTable(idle)}\n\n`);
+    process.stdout.write(`Targets:\n${targetLines(pingPong, idle)}\n`);
+    if (o.cpuProf !== undefined && pingPong.length > 0) {
+      const files = PEERS.map((k) => join(o.cpuProf!, `${k}.cpuprofile`)).join(' ');
+      process.stdout.write(`\nCPU profiles of the measured passes:\n  node_modules/.bin/tsx bench/lib/cpuprofile-top.ts --windows ${join(o.cpuProf, 'windows.json')} ${files}\n`);
+    }
+    if (o.json) process.stdout.write(`${JSON.stringify({ meta, pingPong, idle })}\n`);
+    return 0;
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+function isMain(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return pathToFileURL(realpathSync(script)).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`ws-echo: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
