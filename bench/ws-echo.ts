@@ -17,10 +17,16 @@
  * For each ping-pong scenario both servers get an unmeasured warm-up pass (a quarter of the
  * work), then `--rounds` measured passes each, alternating corral, ws, corral, ws... The table
  * shows medians, and ratios corral/ws that are the median of the per-round ratios (each round's
- * two passes ran back to back). The machine is shared and noisy: only the ratios mean anything.
+ * two passes ran back to back). Besides messages/s and server CPU time per message, it gives the
+ * server's instructions per message, counted with `perf stat -p` where perf works (`--perf`):
+ * on a shared machine the steadiest of the three. The machine is shared and noisy: only the
+ * ratios mean anything.
+ *
+ * The corral server runs Corral compiled to JavaScript as it ships (bench/lib/corral-build.ts),
+ * unless `--corral src` asks for its TypeScript sources through tsx.
  */
 
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -340,9 +346,6 @@ async function pingPongPass(
   await openAll(gens, o, server.port, o.connections);
   try {
     await onAll(gens, () => ({ type: 'ping-pong', text: spec.text, size: spec.size, messages: 1, window: 1, check: true }));
-    // Every pass starts from a collected heap: how much collecting a pass has to do then depends
-    // less on what the passes before it left behind.
-    await server.usage({ memory: true });
     const counter = perf ? await PerfCounter.attach(server.pid!) : undefined;
     const before = await server.usage();
     const t0 = process.hrtime.bigint();
@@ -627,8 +630,8 @@ function fdLimitFor(connections: number): number | undefined {
   const need = connections + FD_MARGIN;
   const { soft, hard } = fileLimits();
   if (soft >= need) return undefined;
-  // Raising the hard limit takes privileges (root may raise it up to fs.nr_open).
-  if (hard < need && process.getuid?.() !== 0) {
+  // Above the hard limit only a privileged process may go: ask the shell whether this one can.
+  if (hard < need && spawnSync('sh', ['-c', `ulimit -n ${need}`], { stdio: 'ignore' }).status !== 0) {
     throw new UsageError(`${connections} connections need ${need} descriptors per process; ulimit -Hn is ${hard}: lower --idle or raise the hard limit`);
   }
   return need;
@@ -669,7 +672,7 @@ export async function run(o: Options): Promise<{ pingPong: PingPongResult[]; idl
     for (let i = 0; i < o.generators; i++) gens.push(await LoadProcess.start(genFdLimit));
     const pingPong: PingPongResult[] = [];
     if (specs.length > 0) {
-      for (const kind of PEERS) servers.push(await ServerProcess.start(SERVER_SCRIPT, kind, { ...o, execArgv: ['--expose-gc'] }));
+      for (const kind of PEERS) servers.push(await ServerProcess.start(SERVER_SCRIPT, kind, o));
       for (const spec of specs) {
         const warmup = Math.max(1, Math.ceil(spec.messages / 4));
         for (const server of servers) await pingPongPass(spec, o, server, gens, warmup, 0, false);
