@@ -1,5 +1,3 @@
-import { pino } from 'pino';
-
 /** The subset of a pino logger Corral calls. Any pino logger (or child) fits. */
 export interface Logger {
   error(obj: object, msg?: string): void;
@@ -8,8 +6,16 @@ export interface Logger {
   debug(obj: object, msg?: string): void;
 }
 
-/** Library default: silent, so embedding Corral prints nothing unless asked to. */
-export const silentLogger: Logger = pino({ level: 'silent' });
+function ignore(): void {}
+
+/**
+ * Library default: silent, so embedding Corral prints nothing unless asked to. A plain object,
+ * not a silent pino instance: loading pino for nothing costs every process heap.
+ */
+// levelVal as pino has it for 'silent': worker processes forward nothing to it.
+export const silentLogger: Logger & { readonly levelVal: number } = {
+  error: ignore, warn: ignore, info: ignore, debug: ignore, levelVal: Infinity,
+};
 
 export function isLogger(value: unknown): value is Logger {
   if (typeof value !== 'object' || value === null) return false;
