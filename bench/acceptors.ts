@@ -22,14 +22,15 @@
  * acceptors the last column is the busier worker's share of the pass's connections (50%: even).
  */
 
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { availableParallelism, loadavg } from 'node:os';
 import * as tls from 'node:tls';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { AcceptorServerKind, AcceptorUsage } from './lib/acceptor-server.js';
 import { cpuMicros, installExitHook, median, ServerProcess } from './lib/server-process.js';
+import { UsageError, intFlag, runIfMain } from './lib/cli.js';
 
 const HOST = '127.0.0.1';
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/acceptor-server.ts', import.meta.url));
@@ -64,16 +65,6 @@ const USAGE = `Usage: pnpm bench acceptors [flags]
   --timeout S       abort the whole run after S seconds (default 300)
   --json            also print the results as one line of JSON after the table
 `;
-
-class UsageError extends Error {}
-
-function intFlag(values: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer between ${min} and ${max}, got ${String(raw)}`);
-  return n;
-}
 
 export function parseOptions(args: string[]): Options {
   let parsed;
@@ -499,22 +490,4 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return pathToFileURL(realpathSync(script)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`acceptors: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'acceptors', main);

@@ -24,12 +24,11 @@
  * ratios mean anything.
  */
 
-import { realpathSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildProxyHeader, parseProxyHeader, type ProxyHeaderInput } from '@corral/listener';
 import peer from 'proxy-protocol-js';
+import { UsageError, intFlag, runIfMain } from './lib/cli.js';
 
 const BATCH = 256;
 
@@ -45,16 +44,6 @@ const USAGE = `Usage: pnpm bench proxy-header [flags]
   --sample-ms N   length of one measurement in milliseconds (default 200)
   --json          also print the results as one line of JSON after the table
 `;
-
-class UsageError extends Error {}
-
-function intFlag(values: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer between ${min} and ${max}, got ${String(raw)}`);
-  return n;
-}
 
 export function parseOptions(args: string[]): Options {
   let parsed;
@@ -318,22 +307,4 @@ export async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return pathToFileURL(realpathSync(script)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`proxy-header: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'proxy-header', main);

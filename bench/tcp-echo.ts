@@ -19,14 +19,15 @@
  * back to back). The machine is shared and noisy: only the ratios mean anything.
  */
 
-import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { availableParallelism, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ServerKind } from './lib/echo-server.js';
 import { collectProfile, cpuMicros, installExitHook, median, ServerProcess } from './lib/server-process.js';
+import { UsageError, intFlag, runIfMain } from './lib/cli.js';
 
 const HOST = '127.0.0.1';
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/echo-server.ts', import.meta.url));
@@ -65,16 +66,6 @@ const USAGE = `Usage: pnpm bench tcp-echo [flags]
   --cpu-prof-interval US  sampling interval of --cpu-prof in microseconds (default 1000)
   --json            also print the results as one line of JSON after the table
 `;
-
-class UsageError extends Error {}
-
-function intFlag(values: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer between ${min} and ${max}, got ${String(raw)}`);
-  return n;
-}
 
 export function parseOptions(args: string[]): Options {
   let parsed;
@@ -559,22 +550,4 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return pathToFileURL(realpathSync(script)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`tcp-echo: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'tcp-echo', main);

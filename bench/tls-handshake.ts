@@ -29,14 +29,15 @@
  * median of the per-round ratios. The machine is shared and noisy: only the ratios mean anything.
  */
 
-import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as tls from 'node:tls';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { TlsServerKind } from './lib/tls-server.js';
 import { collectProfile, cpuMicros, installExitHook, median, ServerProcess } from './lib/server-process.js';
+import { UsageError, intFlag, runIfMain } from './lib/cli.js';
 
 const HOST = '127.0.0.1';
 const SERVER_NAME = 'localhost';
@@ -80,16 +81,6 @@ const USAGE = `Usage: pnpm bench tls-handshake [flags]
   --cpu-prof-interval US  sampling interval of --cpu-prof in microseconds (default 1000)
   --json            also print the results as one line of JSON after the table
 `;
-
-class UsageError extends Error {}
-
-function intFlag(values: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer between ${min} and ${max}, got ${String(raw)}`);
-  return n;
-}
 
 function listFlag<T extends string>(raw: string | undefined, name: string, all: readonly T[]): T[] {
   if (raw === undefined) return [...all];
@@ -431,22 +422,4 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return pathToFileURL(realpathSync(script)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`tls-handshake: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'tls-handshake', main);

@@ -29,15 +29,14 @@
  * Corral is faster). The machine is shared and noisy: only the ratios mean much.
  */
 
-import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FrameParser, Opcode, encodeFrame } from '../packages/websocket/src/frame.js';
 import { mask, maskBackend, maskImplementations, unmask } from '../packages/websocket/src/mask.js';
 import { Utf8Validator, isValidUtf8 } from '../packages/websocket/src/utf8.js';
+import { UsageError, intFlag, runIfMain } from './lib/cli.js';
 
 const require = createRequire(import.meta.url);
 const wsDir = dirname(require.resolve('ws'));
@@ -87,16 +86,6 @@ const USAGE = `Usage: pnpm bench ws-codec [flags]
   --match STR     only the cases whose input contains STR
   --json          also print the results as one line of JSON after the tables
 `;
-
-class UsageError extends Error {}
-
-function intFlag(values: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer between ${min} and ${max}, got ${String(raw)}`);
-  return n;
-}
 
 export function parseOptions(args: string[]): Options {
   let parsed;
@@ -592,22 +581,4 @@ export async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return pathToFileURL(realpathSync(script)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`ws-codec: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'ws-codec', main);

@@ -27,10 +27,10 @@
  */
 
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildCorral } from './lib/corral-build.js';
 import { perfAvailable, PerfCounter, type InstructionCounts } from './lib/perf-counter.js';
@@ -40,6 +40,7 @@ import {
   collectProfile, cpuMicros, fileLimits, installExitHook, median, ServerProcess, spawnNode, type ServerProcessOptions,
 } from './lib/server-process.js';
 import type { UsageMessage } from './lib/server-child.js';
+import { UsageError, intFlag, runIfMain } from './lib/cli.js';
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/ws-echo-server.ts', import.meta.url));
 const LOAD_SCRIPT = fileURLToPath(new URL('./lib/ws-load.ts', import.meta.url));
@@ -104,16 +105,6 @@ const USAGE = `Usage: pnpm bench ws-echo [flags]
   --cpu-prof-interval US  sampling interval of --cpu-prof in microseconds (default 1000)
   --json            also print the results as one line of JSON after the tables
 `;
-
-class UsageError extends Error {}
-
-function intFlag(values: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer between ${min} and ${max}, got ${String(raw)}`);
-  return n;
-}
 
 export function parseOptions(args: string[]): Options {
   let parsed;
@@ -767,22 +758,4 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return pathToFileURL(realpathSync(script)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`ws-echo: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'ws-echo', main);
