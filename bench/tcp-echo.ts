@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ServerKind } from './lib/echo-server.js';
 import { collectProfile, cpuMicros, installExitHook, median, ServerProcess } from './lib/server-process.js';
-import { UsageError, intFlag, runIfMain } from './lib/cli.js';
+import { UsageError, intFlag, runIfMain, scenariosFlag } from './lib/cli.js';
 
 const HOST = '127.0.0.1';
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/echo-server.ts', import.meta.url));
@@ -92,15 +92,7 @@ export function parseOptions(args: string[]): Options {
   }
   const v = parsed.values;
   if (v.help) throw new UsageError('');
-  let scenarios: Scenario[] = [...SCENARIOS];
-  if (v.scenarios !== undefined) {
-    const names = v.scenarios.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    for (const name of names) {
-      if (!(SCENARIOS as readonly string[]).includes(name)) throw new UsageError(`unknown scenario ${name}; choose from ${SCENARIOS.join(', ')}`);
-    }
-    if (names.length === 0) throw new UsageError('--scenarios is empty');
-    scenarios = SCENARIOS.filter((s) => names.includes(s));
-  }
+  const scenarios = scenariosFlag(v.scenarios, SCENARIOS);
   return {
     connections: intFlag(v, 'connections', 50, 1, 5_000),
     size: intFlag(v, 'size', 64, 1, 16 * MIB),

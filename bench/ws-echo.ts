@@ -40,7 +40,7 @@ import {
   collectProfile, cpuMicros, fileLimits, installExitHook, median, ServerProcess, spawnNode, type ServerProcessOptions,
 } from './lib/server-process.js';
 import type { UsageMessage } from './lib/server-child.js';
-import { UsageError, intFlag, runIfMain } from './lib/cli.js';
+import { UsageError, intFlag, runIfMain, scenariosFlag } from './lib/cli.js';
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/ws-echo-server.ts', import.meta.url));
 const LOAD_SCRIPT = fileURLToPath(new URL('./lib/ws-load.ts', import.meta.url));
@@ -136,15 +136,7 @@ export function parseOptions(args: string[]): Options {
   }
   const v = parsed.values;
   if (v.help) throw new UsageError('');
-  let scenarios: Scenario[] = [...SCENARIOS];
-  if (v.scenarios !== undefined) {
-    const names = v.scenarios.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    for (const name of names) {
-      if (!(SCENARIOS as readonly string[]).includes(name)) throw new UsageError(`unknown scenario ${name}; choose from ${SCENARIOS.join(', ')}`);
-    }
-    if (names.length === 0) throw new UsageError('--scenarios is empty');
-    scenarios = SCENARIOS.filter((s) => names.includes(s));
-  }
+  const scenarios = scenariosFlag(v.scenarios, SCENARIOS);
   const client = v.client ?? 'raw';
   if (client !== 'raw' && client !== 'ws') throw new UsageError(`--client must be raw or ws, got ${client}`);
   const corral = v.corral ?? 'built';

@@ -39,3 +39,14 @@ export function runIfMain(moduleUrl: string, name: string, main: (args: string[]
     },
   );
 }
+
+/** `--scenarios a,b`: the named subset of `all`, in `all`'s order (all of them when absent). */
+export function scenariosFlag<T extends string>(value: string | undefined, all: readonly T[]): T[] {
+  if (value === undefined) return [...all];
+  const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const name of names) {
+    if (!(all as readonly string[]).includes(name)) throw new UsageError(`unknown scenario ${name}; choose from ${all.join(', ')}`);
+  }
+  if (names.length === 0) throw new UsageError('--scenarios is empty');
+  return all.filter((s) => names.includes(s));
+}
