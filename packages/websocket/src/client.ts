@@ -15,6 +15,10 @@ import { BadOptionError, CorralError, SocketError } from '@corral/listener';
 import { CloseCode, encodeClosePayload } from './close-codes.js';
 import { Opcode, encodeFrame } from './frame.js';
 import type { CallbackResult, HandlerResult, InFrame, InitAccept, InitReject, OutFrame, TerminateReason, UpgradeResponse, WebSocketHandler } from './handler.js';
+import {
+  acceptClientResponse, offerClient, PerMessageDeflate, PERMESSAGE_DEFLATE, resolveCompressOption,
+  type CompressOptions, type NegotiatedParams,
+} from './deflate.js';
 import { resolveSessionOptions, type SessionOptions } from './options.js';
 import { Session, type SessionLogger, type SessionSocket } from './session.js';
 import { acceptKey, headerTokens } from './upgrade.js';
@@ -60,14 +64,17 @@ export class WebSocketClosedError extends CorralError {
 }
 
 /** Options of {@link connect} (erlang_ws's option table, in camelCase). */
-export interface ClientOptions<S = unknown, O = unknown> {
+export interface ClientOptions<S = unknown, O = unknown> extends CompressOptions {
   /** Active mode: messages go to this handler (the server's handler interface; `init` sees the 101). */
   handler?: WebSocketHandler<S, O, UpgradeResponse>;
   /** Given to the handler's `init` (and the handler's state when it has no `init`). */
   handlerOpts?: O;
   /** Offered in Sec-WebSocket-Protocol, in order of preference. */
   subprotocols?: readonly string[];
-  /** Offered in Sec-WebSocket-Extensions (none is understood yet: a server accepting one fails the connect). */
+  /**
+   * Other offers for Sec-WebSocket-Extensions, after permessage-deflate's (see `compress`). None
+   * of them is understood: a server accepting one fails the connect.
+   */
   extensions?: readonly string[];
   /** The Origin header. */
   origin?: string;
@@ -165,6 +172,9 @@ function checkOptions(opts: ClientOptions<unknown, unknown>): void {
   }
   if (extensions !== undefined && (!Array.isArray(extensions) || extensions.some((e) => typeof e !== 'string' || e.trim() === '' || /[\r\n\0,]/.test(e)))) {
     throw new BadOptionError('extensions', 'expected a list of extension offers (name and parameters, no commas)');
+  }
+  if (resolveCompressOption(opts) !== undefined && extensions?.some((e) => e.split(';')[0]!.trim().toLowerCase() === PERMESSAGE_DEFLATE)) {
+    throw new BadOptionError('extensions', 'permessage-deflate is offered by the compress option, not here');
   }
 }
 
@@ -534,7 +544,10 @@ export async function connect<S = unknown, O = unknown>(url: string | URL, opts:
   const timeout = opts.timeout ?? 15_000;
   const key = randomBytes(16).toString('base64');
   const offered = [...(opts.subprotocols ?? [])];
+  const compress = resolveCompressOption(opts);
   const requestedExtensions = (opts.extensions ?? []).map((e) => e.split(';')[0]!.trim().toLowerCase());
+  const extensionOffers = [...(compress !== undefined ? [offerClient(compress)] : []), ...(opts.extensions ?? [])];
+  if (compress !== undefined) requestedExtensions.push(PERMESSAGE_DEFLATE);
   const headers: Record<string, string> = { Host: target.host };
   if (opts.origin !== undefined) headers.Origin = opts.origin;
   for (const [name, value] of Object.entries(opts.extraHeaders ?? {})) {
@@ -549,7 +562,7 @@ export async function connect<S = unknown, O = unknown>(url: string | URL, opts:
     'Sec-WebSocket-Version': '13',
   });
   if (offered.length > 0) headers['Sec-WebSocket-Protocol'] = offered.join(', ');
-  if (opts.extensions !== undefined && opts.extensions.length > 0) headers['Sec-WebSocket-Extensions'] = opts.extensions.join(', ');
+  if (extensionOffers.length > 0) headers['Sec-WebSocket-Extensions'] = extensionOffers.join(', ');
   const sessionOpts = resolveSessionOptions(
     { maxFrameSize: opts.maxFrameSize, maxMessageSize: opts.maxMessageSize },
     resolveSessionOptions(opts.session, undefined, 'session.'),
@@ -657,12 +670,18 @@ export async function connect<S = unknown, O = unknown>(url: string | URL, opts:
     subprotocol = protocolHeader;
   }
   const extensions = headerTokens(h['sec-websocket-extensions']);
+  let deflate: NegotiatedParams | undefined;
   if (extensions.length > 0) {
     const names = extensions.map((e) => e.split(';')[0]!.trim());
     const unrequested = names.filter((n) => !requestedExtensions.includes(n.toLowerCase()));
-    refuse('extension', unrequested.length > 0
-      ? `The server answered with extensions that were not offered: ${unrequested.join(', ')}`
-      : `The server accepted extensions that are not supported here: ${names.join(', ')}`);
+    if (unrequested.length > 0) refuse('extension', `The server answered with extensions that were not offered: ${unrequested.join(', ')}`);
+    const unsupported = names.filter((n) => n.toLowerCase() !== PERMESSAGE_DEFLATE);
+    if (unsupported.length > 0) refuse('extension', `The server accepted extensions that are not supported here: ${unsupported.join(', ')}`);
+    try {
+      deflate = acceptClientResponse(h['sec-websocket-extensions'], compress);
+    } catch (err) {
+      refuse('extension', (err as Error).message);
+    }
   }
 
   const upgrade: UpgradeResponse = { url: target.href, status: 101, headers: h, subprotocol, extensions };
@@ -706,6 +725,9 @@ export async function connect<S = unknown, O = unknown>(url: string | URL, opts:
     head,
     ...(opts.logger !== undefined ? { logger: opts.logger } : {}),
     ...(subprotocol !== undefined ? { protocol: subprotocol } : {}),
+    ...(deflate !== undefined
+      ? { deflate: new PerMessageDeflate('client', deflate, compress), extensions: extensions.join(', ') }
+      : {}),
   });
   client.attach(session);
   const signal = opts.signal;

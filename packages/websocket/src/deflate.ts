@@ -264,6 +264,24 @@ export function normalizeDeflateOptions(value: unknown, name = 'compress'): Reso
   return out;
 }
 
+/** Where compression is configured: `compress` (cowboy's name) or `perMessageDeflate` (ws's). */
+export interface CompressOptions {
+  /** permessage-deflate: `true` for the defaults, or its settings. Default: off. */
+  compress?: boolean | DeflateOptions;
+  /** The same as `compress`, for those coming from `ws`; give one or the other. */
+  perMessageDeflate?: boolean | DeflateOptions;
+}
+
+/** The compression settings of `opts`, or undefined when compression is off. Throws BadOptionError. */
+export function resolveCompressOption(opts: CompressOptions, prefix = ''): ResolvedDeflateOptions | undefined {
+  if (opts.compress !== undefined && opts.perMessageDeflate !== undefined) {
+    throw new BadOptionError(`${prefix}perMessageDeflate`, 'an alias of compress: give one or the other');
+  }
+  return opts.perMessageDeflate !== undefined
+    ? normalizeDeflateOptions(opts.perMessageDeflate, `${prefix}perMessageDeflate`)
+    : normalizeDeflateOptions(opts.compress, `${prefix}compress`);
+}
+
 function resolveOptions(options: DeflateOptions | ResolvedDeflateOptions | true | undefined): ResolvedDeflateOptions {
   return normalizeDeflateOptions(options ?? true) ?? { ...DEFLATE_DEFAULTS };
 }

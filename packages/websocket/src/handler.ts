@@ -68,6 +68,12 @@ export interface InitAccept<S> {
   headers?: Record<string, string | string[]>;
   /** Per-connection session options (idle timeout, limits...), over the ones of the protocol. */
   options?: SessionOptions;
+  /**
+   * `false` declines permessage-deflate on this connection though the server allows it
+   * (cowboy's per-connection `compress`). The request's offer is in
+   * `req.headers['sec-websocket-extensions']`.
+   */
+  compress?: boolean;
 }
 
 /** What `init` returns to refuse the upgrade with an HTTP response. */

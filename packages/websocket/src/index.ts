@@ -29,5 +29,11 @@ export {
   type ClosePayload,
 } from './close-codes.js';
 export { Utf8Validator, isValidUtf8 } from './utf8.js';
+export {
+  PerMessageDeflate, ZlibLimiter, ExtensionNegotiationError, DeflateErrorCode, DEFLATE_DEFAULTS, PERMESSAGE_DEFLATE,
+  negotiateServer, offerClient, acceptClientResponse, parseExtensionHeader, normalizeDeflateOptions, resolveCompressOption,
+  type DeflateOptions, type ResolvedDeflateOptions, type NegotiatedParams, type ServerNegotiation, type ExtensionElement,
+  type CompressOptions,
+} from './deflate.js';
 export { WebSocketError, ProtocolViolation, WsErrorCode } from './errors.js';
 export { mask, unmask, randomMaskKey } from './mask.js';

@@ -7,6 +7,7 @@
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import { BadOptionError, type Connection, type ProtocolFunction, type Transport } from '@corral/listener';
+import { resolveCompressOption } from './deflate.js';
 import type { WebSocketHandler } from './handler.js';
 import { resolveSessionOptions } from './options.js';
 import type { SessionSocket } from './session.js';
@@ -61,6 +62,7 @@ export function websocketProtocol<S, O>(
     throw new BadOptionError('handler', 'a WebSocket handler needs a websocketHandle function');
   }
   resolveSessionOptions(opts.session, undefined, 'session.');
+  resolveCompressOption(opts);
   const requestTimeout = positive('requestTimeout', opts.requestTimeout, 10_000);
   const keepAliveTimeout = positive('keepAliveTimeout', opts.keepAliveTimeout, 5_000);
   const maxHeaderSize = positive('maxHeaderSize', opts.maxHeaderSize, 16_384);

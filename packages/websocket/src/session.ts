@@ -9,12 +9,14 @@
 
 import type { Duplex } from 'node:stream';
 import { CloseCode, encodeClosePayload, normalizeCloseCode, parseClosePayload } from './close-codes.js';
-import { ProtocolViolation } from './errors.js';
+import type { PerMessageDeflate } from './deflate.js';
+import { ProtocolViolation, WsErrorCode } from './errors.js';
 import { FrameParser, Opcode, encodeFrame } from './frame.js';
 import type {
   CallbackResult, InFrame, OutFrame, PartialRequest, TerminateReason, WebSocketHandler,
 } from './handler.js';
 import type { ResolvedSessionOptions } from './options.js';
+import { isValidUtf8 } from './utf8.js';
 
 /** A session's life: open, closing (our close frame is sent, waiting for the peer's), closed. */
 export type SessionState = 'open' | 'closing' | 'closed';
@@ -46,6 +48,26 @@ export interface SessionInit<S> {
   logger?: SessionLogger;
   /** The negotiated subprotocol, if any. */
   protocol?: string;
+  /** The permessage-deflate codec, when the handshake agreed on it. The session closes it. */
+  deflate?: PerMessageDeflate;
+  /** The agreed `Sec-WebSocket-Extensions` value, for {@link Session.extensions}. */
+  extensions?: string;
+}
+
+/**
+ * A frame waiting behind a compression still running: frames go out in the order they were
+ * sent, whatever the time each takes to compress. `data` is undefined until the compression
+ * of a message is done.
+ */
+interface PendingWrite {
+  opcode: number;
+  data: Buffer | undefined;
+  /** A whole message to frame (split by outgoingFrameSize, RSV1 on the first frame when compressed). */
+  message: boolean;
+  compressed: boolean;
+  fin: boolean;
+  /** Bytes counted in bufferedAmount while it waits. */
+  size: number;
 }
 
 type QueuedEvent = { kind: 'frame'; frame: InFrame } | { kind: 'info'; message: unknown } | { kind: 'init' } | { kind: 'close'; payload: Buffer };
@@ -73,6 +95,8 @@ function uncork(socket: SessionSocket): void {
 export class Session<S = unknown> {
   /** The negotiated subprotocol, or undefined. */
   readonly protocol: string | undefined;
+  /** The agreed `Sec-WebSocket-Extensions` value ('' when none: messages go uncompressed). */
+  readonly extensions: string;
   /** Resolves once the connection is closed and `terminate` has run. */
   readonly closed: Promise<TerminateReason>;
 
@@ -90,6 +114,18 @@ export class Session<S = unknown> {
   #msgOpcode = 0;
   #fragments: Buffer[] = [];
   #msgSize = 0;
+  /** The message being received has RSV1: its payload goes through the inflater. */
+  #msgCompressed = false;
+
+  // permessage-deflate.
+  #deflate: PerMessageDeflate | undefined;
+  /** An inflation runs in the background: parser and socket wait for it. */
+  #inflating = false;
+  /** Frames waiting behind a background compression, in send order; undefined when none. */
+  #pending: PendingWrite[] | undefined;
+  #pendingBytes = 0;
+  /** The close handshake is over but frames still wait to be compressed: end after them. */
+  #endAfterPending = false;
 
   // One callback at a time: events wait here while one runs.
   #busy = false;
@@ -121,6 +157,8 @@ export class Session<S = unknown> {
     this.#req = init.req;
     this.#logger = init.logger;
     this.protocol = init.protocol;
+    this.extensions = init.extensions ?? '';
+    this.#deflate = init.deflate;
     this.#signal = init.signal;
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
@@ -131,7 +169,7 @@ export class Session<S = unknown> {
       maxMessageSize: this.#opts.maxMessageSize,
       // The parser validates text incrementally, failing fast on the first bad sequence.
       validateUtf8: this.#opts.validateUtf8,
-      allowRsv1: false,
+      allowRsv1: init.deflate !== undefined,
       onFrame: this.#onFrame,
       onError: this.#onProtocolError,
     });
@@ -161,9 +199,9 @@ export class Session<S = unknown> {
     return this.#state;
   }
 
-  /** Bytes written and not yet handed to the kernel. */
+  /** Bytes sent and not yet handed to the kernel, messages waiting to be compressed included. */
   get bufferedAmount(): number {
-    return this.#socket.writableLength;
+    return this.#socket.writableLength + this.#pendingBytes;
   }
 
   /** The handler's current state. */
@@ -223,7 +261,7 @@ export class Session<S = unknown> {
     this.#parser.push(chunk);
   };
 
-  #onFrame = (fin: boolean, _rsv1: boolean, opcode: number, payload: Buffer): void => {
+  #onFrame = (fin: boolean, rsv1: boolean, opcode: number, payload: Buffer): void => {
     if (this.#state === 'closed') return;
     if (opcode >= Opcode.Close) {
       this.#onControl(opcode, payload);
@@ -234,6 +272,11 @@ export class Session<S = unknown> {
     if (opcode !== Opcode.Continuation) {
       this.#msgOpcode = opcode;
       this.#msgSize = 0;
+      this.#msgCompressed = rsv1;
+    }
+    if (this.#msgCompressed) {
+      this.#inflate(fin, payload);
+      return;
     }
     // The parser enforces maxMessageSize from each frame's header.
     this.#msgSize += payload.length;
@@ -249,6 +292,56 @@ export class Session<S = unknown> {
     this.#fragments = [];
     this.#deliver(text ? { type: 'text', data: whole.toString('utf8') } : { type: 'binary', data: whole });
   };
+
+  #inflate(fin: boolean, payload: Buffer): void {
+    let out: Buffer | null | Promise<Buffer | null>;
+    try {
+      // maxMessageSize applies to the inflated size, checked while inflating.
+      out = this.#deflate!.decompress(payload, fin, this.#opts.maxMessageSize);
+    } catch (err) {
+      this.#onInflateError(err);
+      return;
+    }
+    if (out === null) return;
+    if (!(out instanceof Promise)) {
+      this.#deliverInflated(out);
+      return;
+    }
+    // In the background: nothing more is parsed (control frames included, to keep their order)
+    // nor read until it is done, so a fast sender cannot queue unbounded input meanwhile.
+    this.#inflating = true;
+    this.#parser.pause();
+    this.#pauseInput();
+    out.then(this.#onInflated, this.#onInflateError);
+  }
+
+  #onInflated = (out: Buffer | null): void => {
+    this.#inflating = false;
+    if (this.#state === 'closed') return;
+    if (out !== null) this.#deliverInflated(out);
+    // Frames parsed while inflating are delivered now; one of them may start another inflation.
+    this.#parser.resume();
+    this.#resumeInput();
+  };
+
+  #onInflateError = (err: unknown): void => {
+    this.#inflating = false;
+    if (this.#state === 'closed') return;
+    if (err instanceof ProtocolViolation) this.#onProtocolError(err);
+    else this.#crash(err);
+  };
+
+  #deliverInflated(data: Buffer): void {
+    if (this.#msgOpcode !== Opcode.Text) {
+      this.#deliver({ type: 'binary', data });
+      return;
+    }
+    if (this.#opts.validateUtf8 && !isValidUtf8(data)) {
+      this.#onProtocolError(new ProtocolViolation(WsErrorCode.InvalidUtf8, CloseCode.InvalidPayload, 'Text message is not valid UTF-8'));
+      return;
+    }
+    this.#deliver({ type: 'text', data: data.toString('utf8') });
+  }
 
   #onControl(opcode: number, payload: Buffer): void {
     if (opcode === Opcode.Close) {
@@ -312,6 +405,12 @@ export class Session<S = unknown> {
     this.#clearTimers();
     this.#socket.off('data', this.#onData);
     this.#signal?.removeEventListener('abort', this.#onShutdown);
+    if (this.#deflate !== undefined) {
+      // Pending compressions and inflations are rejected, and their results dropped.
+      this.#deflate.close();
+      this.#pending = undefined;
+      this.#pendingBytes = 0;
+    }
     void this.#terminate(this.#closeReason ?? { type: 'error', error: 'closed' });
   };
 
@@ -421,7 +520,7 @@ export class Session<S = unknown> {
   }
 
   #resumeInput(): void {
-    if (!this.#readPaused || this.#state === 'closed') return;
+    if (!this.#readPaused || this.#state === 'closed' || this.#busy || this.#slow || this.#inflating) return;
     this.#readPaused = false;
     this.#socket.resume();
   }
@@ -451,22 +550,78 @@ export class Session<S = unknown> {
   }
 
   #sendMessage(opcode: number, payload: Buffer): void {
+    const deflate = this.#deflate;
+    if (deflate === undefined || !deflate.shouldCompress(payload.length)) {
+      this.#writeMessage(opcode, payload, false);
+      return;
+    }
+    const out = deflate.compress(payload);
+    if (!(out instanceof Promise)) {
+      this.#writeMessage(opcode, out, true);
+      return;
+    }
+    const entry: PendingWrite = { opcode, data: undefined, message: true, compressed: true, fin: true, size: payload.length };
+    (this.#pending ??= []).push(entry);
+    this.#pendingBytes += entry.size;
+    out.then(
+      (data) => {
+        entry.data = data;
+        this.#writePending();
+      },
+      (err: unknown) => {
+        if (this.#state === 'closed') return;
+        // Only a broken zlib gets here: the message cannot be sent, the connection goes on no further.
+        this.#crash(err);
+      },
+    );
+  }
+
+  /** Write what waited behind compressions, up to the first one still running. */
+  #writePending(): void {
+    const pending = this.#pending;
+    if (pending === undefined) return;
+    let i = 0;
+    for (; i < pending.length && pending[i]!.data !== undefined; i++) {
+      const e = pending[i]!;
+      this.#pendingBytes -= e.size;
+      if (e.message) this.#writeMessage(e.opcode, e.data!, e.compressed, true);
+      else this.#writeFrame(e.opcode, e.data!, e.fin, false, true);
+    }
+    pending.splice(0, i);
+    if (pending.length > 0) return;
+    this.#pending = undefined;
+    if (this.#endAfterPending) {
+      this.#endAfterPending = false;
+      if (this.#socket.writable) this.#socket.end();
+    } else if (this.#state === 'open' && this.#opts.slowReader === 'pause') {
+      this.#checkBackpressure();
+    }
+  }
+
+  #writeMessage(opcode: number, payload: Buffer, compressed: boolean, now = false): void {
     const size = this.#opts.outgoingFrameSize;
     if (payload.length <= size) {
-      this.#write(opcode, payload);
+      this.#writeFrame(opcode, payload, true, compressed, now);
       return;
     }
     for (let offset = 0; offset < payload.length; offset += size) {
       const end = Math.min(offset + size, payload.length);
-      this.#writeFrame(offset === 0 ? opcode : Opcode.Continuation, payload.subarray(offset, end), end === payload.length);
+      this.#writeFrame(offset === 0 ? opcode : Opcode.Continuation, payload.subarray(offset, end), end === payload.length, compressed && offset === 0, now);
     }
   }
 
   #write(opcode: number, payload: Buffer): void {
-    this.#writeFrame(opcode, payload, true);
+    this.#writeFrame(opcode, payload, true, false, false);
   }
 
-  #writeFrame(opcode: number, payload: Buffer, fin: boolean): void {
+  /** `now`: write even though frames are pending (they are the pending ones, in order). */
+  #writeFrame(opcode: number, payload: Buffer, fin: boolean, rsv1: boolean, now: boolean): void {
+    if (this.#pending !== undefined && !now) {
+      // Behind a compression still running: wait for it, to keep the order.
+      this.#pending.push({ opcode, data: payload, message: false, compressed: rsv1, fin, size: payload.length });
+      this.#pendingBytes += payload.length;
+      return;
+    }
     const socket = this.#socket;
     if (!socket.writable) return;
     // Writes made in one tick go out together.
@@ -475,7 +630,7 @@ export class Session<S = unknown> {
       socket.cork();
       process.nextTick(this.#flush);
     }
-    const parts = encodeFrame(opcode, payload, { fin, mask: this.#role === 'client' });
+    const parts = encodeFrame(opcode, payload, { fin, rsv1, mask: this.#role === 'client' });
     for (let i = 0; i < parts.length; i++) socket.write(parts[i]);
   }
 
@@ -542,7 +697,9 @@ export class Session<S = unknown> {
       this.#corked = false;
       socket.uncork();
     }
-    if (socket.writable) socket.end();
+    // Frames still being compressed (the close frame among them) go out before our FIN.
+    if (this.#pending !== undefined) this.#endAfterPending = true;
+    else if (socket.writable) socket.end();
     if (this.#closeTimer === undefined) {
       this.#closeTimer = setTimeout(this.#onCloseTimeout, this.#opts.closeTimeout);
       this.#closeTimer.unref?.();

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { SocketAddress } from '@corral/listener';
+import { negotiateServer, PerMessageDeflate, resolveCompressOption, type CompressOptions, type ResolvedDeflateOptions } from './deflate.js';
 import type { InitAccept, InitReject, PartialRequest, UpgradeRequest, WebSocketHandler } from './handler.js';
 import { resolveSessionOptions, type ResolvedSessionOptions, type SessionOptions } from './options.js';
 import { Session, type SessionLogger, type SessionSocket } from './session.js';
@@ -70,7 +71,7 @@ export function checkUpgradeRequest(req: Pick<IncomingMessage, 'method' | 'httpV
 }
 
 /** Options of {@link handleUpgrade} and the listener protocol. */
-export interface UpgradeOptions<O = unknown> {
+export interface UpgradeOptions<O = unknown> extends CompressOptions {
   /** Given to the handler's `init` (and its state when it has no `init`). */
   handlerOpts?: O;
   /** Subprotocols the server speaks, in preference order: the first one the client offered is chosen. */
@@ -174,9 +175,11 @@ export async function handleUpgrade<S, O>(
   }
 
   let base: ResolvedSessionOptions;
+  let compress: ResolvedDeflateOptions | undefined;
   let accepted: InitAccept<S>;
   try {
     base = resolveSessionOptions(opts.session, undefined, 'session.');
+    compress = resolveCompressOption(opts);
     const init = handler.init
       ? await withTimeout(Promise.resolve(handler.init(request, opts.handlerOpts as O)), opts.initTimeout ?? 10_000)
       : { state: opts.handlerOpts as unknown as S };
@@ -219,6 +222,11 @@ export async function handleUpgrade<S, O>(
   let response = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
     + `Sec-WebSocket-Accept: ${acceptKey((req.headers['sec-websocket-key'] as string).trim())}\r\n`;
   if (protocol !== undefined) response += `Sec-WebSocket-Protocol: ${protocol}\r\n`;
+  // An offer that cannot be accepted is declined: the connection runs uncompressed (RFC 7692 §5).
+  const deflate = compress !== undefined && accepted.compress !== false
+    ? negotiateServer(req.headers['sec-websocket-extensions'], compress)
+    : undefined;
+  if (deflate !== undefined) response += `Sec-WebSocket-Extensions: ${deflate.response}\r\n`;
   for (const [name, value] of Object.entries(accepted.headers ?? {})) {
     for (const v of Array.isArray(value) ? value : [value]) {
       if (/[\r\n:]/.test(name) || /[\r\n]/.test(v)) {
@@ -242,6 +250,7 @@ export async function handleUpgrade<S, O>(
     ...(ctx.signal ?? opts.signal ? { signal: (ctx.signal ?? opts.signal)! } : {}),
     ...(opts.logger !== undefined ? { logger: opts.logger } : {}),
     ...(protocol !== undefined ? { protocol } : {}),
+    ...(deflate !== undefined ? { deflate: new PerMessageDeflate('server', deflate.params, compress), extensions: deflate.response } : {}),
   });
   return session;
 }
