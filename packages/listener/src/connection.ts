@@ -62,6 +62,8 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
   #socketOpts: object;
   // Made on first use: most connections never look at their signal.
   #abort: AbortController | undefined;
+  #shutdownFn: ((arg: never, reason: unknown) => void) | undefined;
+  #shutdownArg: unknown;
   #state: State = 'new';
   #socket: S | undefined;
   #removed = false;
@@ -86,6 +88,20 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
    */
   get signal(): AbortSignal {
     return (this.#abort ??= new AbortController()).signal;
+  }
+
+  /**
+   * Have `fn(arg, reason)` called when the listener asks this connection to end: what
+   * {@link signal} tells, without an AbortController and its listeners per connection. A
+   * protocol holding many idle connections passes one function shared by all of them, and the
+   * connection's own state as `arg`. One handler at a time: a later call replaces it, and
+   * `fn` undefined removes it. Called at once when the end was already asked for.
+   */
+  onShutdown<A>(fn: ((arg: A, reason: unknown) => void) | undefined, arg?: A): void {
+    this.#shutdownFn = fn as ((arg: never, reason: unknown) => void) | undefined;
+    this.#shutdownArg = fn === undefined ? undefined : arg;
+    const signal = this.#abort?.signal;
+    if (fn !== undefined && signal?.aborted === true) fn(arg as A, signal.reason);
   }
 
   /** The protocol's socket once the handshake completed. */
@@ -216,7 +232,11 @@ export class Connection<S = net.Socket, HO = unknown, Info = never> {
 
   /** @internal Ask the protocol to finish: abort {@link signal}. */
   requestShutdown(reason: unknown): void {
-    (this.#abort ??= new AbortController()).abort(reason);
+    const controller = (this.#abort ??= new AbortController());
+    if (controller.signal.aborted) return;
+    controller.abort(reason);
+    const fn = this.#shutdownFn;
+    if (fn !== undefined) (fn as (arg: unknown, reason: unknown) => void)(this.#shutdownArg, reason);
   }
 
   // The listener's proxyHeader option: a connection without a valid header ends here, quietly.

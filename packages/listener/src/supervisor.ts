@@ -49,6 +49,7 @@ type ConnView = { readonly id: number; readonly peer: SocketAddress | undefined;
 
 interface Tracked {
   conn: Conn;
+  sup: ConnectionSupervisor;
   /** Counted towards maxConnections. */
   counted: boolean;
   /** Destroyed by shutdown; gone once its socket closes. */
@@ -197,7 +198,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
     const host = this.#host;
     const { start, opts } = host.protocol();
     const conn = new Connection(this, host.transport(), raw, host.socketOpts()) as Conn;
-    const tracked: Tracked = { conn, counted: true, killed: false };
+    const tracked: Tracked = { conn, sup: this, counted: true, killed: false };
     this.#conns.set(conn, tracked);
     this.#active++;
     this.metrics.started++;
@@ -218,9 +219,15 @@ export class ConnectionSupervisor implements ConnectionOwner {
     } else if (raw.closed) {
       this.#exit(tracked, undefined, false);
     } else {
-      // A callback-style protocol: it lives as long as its socket.
-      raw.once('close', () => this.#exit(tracked, undefined, false));
+      // A callback-style protocol: it lives as long as its socket. One listener for all of them.
+      (raw as TrackedSocket)[kTracked] = tracked;
+      raw.on('close', ConnectionSupervisor.#rawClosed);
     }
+  }
+
+  static #rawClosed(this: TrackedSocket): void {
+    const tracked = this[kTracked]!;
+    tracked.sup.#exit(tracked, undefined, false);
   }
 
   #exit(tracked: Tracked, err: unknown, failed: boolean): void {
@@ -364,6 +371,9 @@ export class ConnectionSupervisor implements ConnectionOwner {
     }
   }
 }
+
+const kTracked = Symbol('corral.tracked');
+type TrackedSocket = net.Socket & { [kTracked]?: Tracked };
 
 // A protocol that gives up because it was asked to stop has not crashed.
 function isShutdownExit(conn: Conn, err: unknown): boolean {

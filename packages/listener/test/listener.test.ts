@@ -573,6 +573,37 @@ describe('shutdown modes', () => {
     expect(() => l.info()).toThrow(ListenerStateError);
   });
 
+  it('onShutdown tells a callback-style protocol, with its argument, once; a late one is told at once', async () => {
+    const told: [string, unknown][] = [];
+    let conns: TcpConn[] = [];
+    const record = (socket: net.Socket, reason: unknown): void => {
+      told.push(['socket', reason]);
+      socket.end('bye');
+    };
+    const l = await start({ shutdown: Infinity }, (conn: TcpConn) => {
+      conns.push(conn);
+      void conn.handshake().then((socket) => {
+        socket.resume();
+        // Replaced by the second registration; undefined would remove it.
+        conn.onShutdown(() => told.push(['replaced', undefined]), undefined);
+        conn.onShutdown(record, socket);
+      });
+    });
+    const a = await client(l.getPort()!);
+    const b = await client(l.getPort()!);
+    await l.waitForConnections('==', 2);
+    await l.stop();
+    await Promise.all([a.closed, b.closed]);
+    expect([a.text(), b.text()]).toEqual(['bye', 'bye']);
+    expect(told.map(([what, reason]) => `${what} ${(reason as Error).name}`)).toEqual(['socket ShutdownRequest', 'socket ShutdownRequest']);
+    expect(conns.every((c) => c.signal.aborted)).toBe(true);
+    // Registered after the listener asked: called at once.
+    const late: unknown[] = [];
+    conns[0]!.onShutdown((arg: string, reason) => late.push(arg, (reason as Error).name), 'late');
+    expect(late).toEqual(['late', 'ShutdownRequest']);
+    conns = [];
+  });
+
   it('a protocol that rejects with the abort reason has not crashed', async () => {
     const logged: object[] = [];
     const logger = { error: (o: object) => logged.push(o), warn() {}, info() {}, debug() {} };

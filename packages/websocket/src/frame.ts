@@ -75,7 +75,15 @@ export interface FrameParserOptions {
   onFrame: FrameHandler;
   /** Called once, on the first violation; the parser then ignores all input. */
   onError: (err: ProtocolViolation) => void;
+  /**
+   * `this` for `onFrame` and `onError`: with it, one pair of functions serves every parser,
+   * instead of a pair of closures per connection.
+   */
+  context?: unknown;
 }
+
+/** The mask key of the payload being unmasked, rotated to its phase (unmasking is synchronous). */
+const unmaskKey = Buffer.alloc(4);
 
 /** Parser states. */
 const HEADER = 0;
@@ -105,6 +113,7 @@ const PAYLOAD = 1;
 export class FrameParser {
   private readonly onFrame: FrameHandler;
   private readonly onError: (err: ProtocolViolation) => void;
+  private readonly context: unknown;
   private readonly expectMask: boolean;
   private readonly maxFrameSize: number;
   private readonly maxMessageSize: number;
@@ -114,13 +123,13 @@ export class FrameParser {
   /** The chunk being parsed and the offset of its first unparsed byte. */
   private chunk: Buffer = EMPTY;
   private pos = 0;
-  /** Chunks pushed while paused or while parsing (from inside `onFrame`). */
-  private readonly queue: Buffer[] = [];
+  /** Chunks pushed while paused or while parsing (from inside `onFrame`); made when first needed. */
+  private queue: Buffer[] | undefined;
   private queueHead = 0;
 
   private state = HEADER;
-  /** A header split across chunks is gathered here. */
-  private readonly header = Buffer.allocUnsafe(14);
+  /** A header split across chunks is gathered here (made the first time one is). */
+  private header: Buffer | undefined;
   private headerHave = 0;
   private headerNeed = 2;
 
@@ -130,14 +139,13 @@ export class FrameParser {
   private opcode = 0;
   private masked = false;
   private payloadLength = 0;
-  private readonly maskKey = Buffer.alloc(4);
+  /** The mask key, big-endian: a number costs an idle parser nothing, a Buffer two objects. */
+  private maskKey = 0;
   /** True when the mask key is absent or all zero: XOR would be a no-op. */
   private noMask = true;
   /** A payload split across chunks, and how much of it has arrived. */
   private payload: Buffer = EMPTY;
   private filled = 0;
-  /** The mask key rotated to the phase of a payload piece. */
-  private readonly pieceKey = Buffer.alloc(4);
 
   // The data message being received.
   /** Opcode (1 or 2) of the data message whose final frame has not been received yet; 0 when none. */
@@ -146,7 +154,7 @@ export class FrameParser {
   private messageSize = 0;
   /** The open message is uncompressed text and `validateUtf8` is on. */
   private checkText = false;
-  private readonly utf8 = new Utf8Validator();
+  private utf8: Utf8Validator | undefined;
 
   private paused = false;
   private parsing = false;
@@ -155,6 +163,7 @@ export class FrameParser {
   constructor(options: FrameParserOptions) {
     this.onFrame = options.onFrame;
     this.onError = options.onError;
+    this.context = options.context;
     this.expectMask = options.role === 'server';
     this.maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
     this.maxMessageSize = options.maxMessageSize ?? Infinity;
@@ -189,7 +198,7 @@ export class FrameParser {
   push(chunk: Buffer): void {
     if (this.failed) return;
     if (this.parsing || this.paused || this.pos < this.chunk.length) {
-      this.queue.push(chunk);
+      (this.queue ??= []).push(chunk);
       if (this.parsing || this.paused) return;
     } else {
       this.chunk = chunk;
@@ -207,7 +216,7 @@ export class FrameParser {
     this.chunk = EMPTY;
     this.pos = 0;
     this.payload = EMPTY;
-    this.queue.length = 0;
+    this.queue = undefined;
     this.queueHead = 0;
   }
 
@@ -230,8 +239,8 @@ export class FrameParser {
         this.parseChunk();
         if (this.failed || this.paused) return;
         const queue = this.queue;
-        if (this.queueHead === queue.length) {
-          queue.length = 0;
+        if (queue === undefined || this.queueHead === queue.length) {
+          if (queue !== undefined) queue.length = 0;
           this.queueHead = 0;
           this.chunk = EMPTY;
           this.pos = 0;
@@ -260,7 +269,7 @@ export class FrameParser {
           if (!this.readInfo(buf[pos]!, b1)) return;
           const need = headerSize(b1);
           if (avail < need) {
-            const header = this.header;
+            const header = (this.header ??= Buffer.allocUnsafe(14));
             for (let i = 0; i < avail; i++) header[i] = buf[pos + i]!;
             this.headerHave = avail;
             this.headerNeed = need;
@@ -271,7 +280,7 @@ export class FrameParser {
           pos += need;
         } else {
           // A header split across chunks.
-          const header = this.header;
+          const header = (this.header ??= Buffer.allocUnsafe(14));
           if (this.headerHave < 2) {
             header[this.headerHave++] = buf[pos++]!;
             if (this.headerHave < 2) continue;
@@ -302,7 +311,7 @@ export class FrameParser {
         // The whole payload is in this chunk: hand out a view of it.
         const payload = buf.subarray(pos, pos + length);
         pos += length;
-        if (!this.noMask) unmask(payload, this.maskKey);
+        if (!this.noMask) unmask(payload, keyAt(this.maskKey, 0));
         if (!this.deliver(payload, pos, true)) return;
         continue;
       }
@@ -314,17 +323,9 @@ export class FrameParser {
         pos += n;
         if (!this.noMask || (this.checkText && this.opcode < 8)) {
           const piece = this.payload.subarray(filled, filled + n);
-          if (!this.noMask) {
-            const key = this.maskKey;
-            const pieceKey = this.pieceKey;
-            pieceKey[0] = key[filled & 3]!;
-            pieceKey[1] = key[(filled + 1) & 3]!;
-            pieceKey[2] = key[(filled + 2) & 3]!;
-            pieceKey[3] = key[(filled + 3) & 3]!;
-            unmask(piece, pieceKey);
-          }
+          if (!this.noMask) unmask(piece, keyAt(this.maskKey, filled));
           // Validate as the bytes arrive: invalid text fails in the chunk that holds it.
-          if (this.checkText && this.opcode < 8 && !this.utf8.push(piece)) {
+          if (this.checkText && this.opcode < 8 && !this.utf8!.push(piece)) {
             this.fail(WsErrorCode.InvalidUtf8, 1007, 'Text message is not valid UTF-8');
             return;
           }
@@ -406,12 +407,9 @@ export class FrameParser {
       p += 8;
     }
     if (this.masked) {
-      const key = this.maskKey;
-      const k0 = (key[0] = src[p]!);
-      const k1 = (key[1] = src[p + 1]!);
-      const k2 = (key[2] = src[p + 2]!);
-      const k3 = (key[3] = src[p + 3]!);
-      this.noMask = (k0 | k1 | k2 | k3) === 0;
+      const key = ((src[p]! << 24) | (src[p + 1]! << 16) | (src[p + 2]! << 8) | src[p + 3]!) >>> 0;
+      this.maskKey = key;
+      this.noMask = key === 0;
     } else {
       this.noMask = true;
     }
@@ -427,6 +425,7 @@ export class FrameParser {
         this.messageCompressed = this.rsv1;
         this.messageSize = length;
         this.checkText = opcode === 1 && this.validateUtf8 && !this.rsv1;
+        if (this.checkText) this.utf8 ??= new Utf8Validator();
       } else {
         this.messageSize += length;
       }
@@ -451,22 +450,34 @@ export class FrameParser {
     const fin = this.fin;
     if (opcode < 8) {
       if (this.checkText) {
-        if (validate && !this.utf8.push(payload)) return this.fail(WsErrorCode.InvalidUtf8, 1007, 'Text message is not valid UTF-8');
-        if (fin && !this.utf8.end()) return this.fail(WsErrorCode.InvalidUtf8, 1007, 'Text message ends inside a UTF-8 sequence');
+        if (validate && !this.utf8!.push(payload)) return this.fail(WsErrorCode.InvalidUtf8, 1007, 'Text message is not valid UTF-8');
+        if (fin && !this.utf8!.end()) return this.fail(WsErrorCode.InvalidUtf8, 1007, 'Text message ends inside a UTF-8 sequence');
       }
       if (fin) this.messageOpcode = 0;
     }
     this.state = HEADER;
     this.pos = pos;
-    this.onFrame(fin, this.rsv1, opcode, payload);
+    this.onFrame.call(this.context, fin, this.rsv1, opcode, payload);
     return !(this.paused || this.failed);
   }
 
   private fail(code: string, closeCode: number, message: string): false {
     this.stop();
-    this.onError(new ProtocolViolation(code, closeCode, message));
+    this.onError.call(this.context, new ProtocolViolation(code, closeCode, message));
     return false;
   }
+}
+
+/** `key` (big-endian) as 4 bytes, rotated to the phase of byte `offset` of the payload. */
+function keyAt(key: number, offset: number): Buffer {
+  const k = unmaskKey;
+  const shift = (offset & 3) << 3;
+  const rotated = shift === 0 ? key : ((key << shift) | (key >>> (32 - shift))) >>> 0;
+  k[0] = rotated >>> 24;
+  k[1] = (rotated >>> 16) & 0xff;
+  k[2] = (rotated >>> 8) & 0xff;
+  k[3] = rotated & 0xff;
+  return k;
 }
 
 /** Header size implied by the second header byte: 2 + extended length + mask key. */

@@ -10,7 +10,7 @@ import { BadOptionError, type Connection, type ProtocolFunction, type Transport 
 import { resolveCompressOption } from './deflate.js';
 import type { WebSocketHandler } from './handler.js';
 import { resolveSessionOptions } from './options.js';
-import type { SessionSocket } from './session.js';
+import type { Session, SessionSocket } from './session.js';
 import { handleUpgrade, type UpgradeOptions } from './upgrade.js';
 
 /** Options of {@link websocketProtocol}. */
@@ -32,8 +32,6 @@ interface PendingConnection {
   conn: Connection<net.Socket, unknown, unknown>;
   secure: boolean;
   timer: NodeJS.Timeout | undefined;
-  /** The session owns the socket now (and closes it with 1001 on shutdown). */
-  upgraded: boolean;
 }
 
 function answer426(_req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -67,6 +65,7 @@ export function websocketProtocol<S, O>(
   const keepAliveTimeout = positive('keepAliveTimeout', opts.keepAliveTimeout, 5_000);
   const maxHeaderSize = positive('maxHeaderSize', opts.maxHeaderSize, 16_384);
 
+  // Until the upgrade, what a connection needs is here; after it, only the session.
   const pending = new WeakMap<net.Socket, PendingConnection>();
   const server = http.createServer({ maxHeaderSize }, opts.http ?? answer426);
   server.keepAliveTimeout = keepAliveTimeout;
@@ -79,17 +78,30 @@ export function websocketProtocol<S, O>(
     }
     return p;
   };
+  // One function each for every connection, not closures per connection.
+  function onClose(this: net.Socket): void {
+    settle(this);
+  }
   server.on('request', (req: http.IncomingMessage) => {
     settle(req.socket);
   });
   server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     const p = settle(socket);
-    if (p !== undefined) p.upgraded = true;
+    pending.delete(socket);
+    socket.off('close', onClose);
+    const conn = p?.conn;
+    // A shutdown while `init` runs refuses the upgrade with 503.
+    const upgrading = { shuttingDown: false };
+    conn?.onShutdown(markShuttingDown, upgrading);
     handleUpgrade(req, socket as SessionSocket, head, handler, opts, {
-      peer: p?.conn.clientAddress,
+      peer: conn?.clientAddress,
       secure: p?.secure ?? false,
-      ...(p !== undefined ? { signal: p.conn.signal } : {}),
-    }).catch((err: unknown) => {
+      shuttingDown: () => upgrading.shuttingDown,
+    }).then((session) => {
+      // The session closes itself with 1001 on shutdown (at once if it began meanwhile).
+      if (session !== undefined) conn?.onShutdown(shutdownSession, session);
+      else conn?.onShutdown(destroySocket, socket);
+    }, (err: unknown) => {
       opts.logger?.error({ err }, 'websocket upgrade failed');
       socket.destroy();
     });
@@ -104,28 +116,30 @@ export function websocketProtocol<S, O>(
     }
   });
 
-  return async function websocket(conn: Connection<net.Socket, unknown, unknown>, transport: Transport<net.Socket, unknown, unknown, object>): Promise<void> {
-    const socket = (await conn.handshake()) as net.Socket;
-    const entry: PendingConnection = {
-      conn,
-      secure: transport.secure,
-      timer: setTimeout(() => socket.destroy(), requestTimeout),
-      upgraded: false,
-    };
-    pending.set(socket, entry);
-    const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    const onAbort = (): void => {
-      // Still speaking HTTP: nothing to close gracefully. A session closes itself with 1001.
-      if (!entry.upgraded) socket.destroy();
-    };
-    conn.signal.addEventListener('abort', onAbort, { once: true });
-    server.emit('connection', socket);
-    socket.resume();
-    try {
-      await done;
-    } finally {
-      if (entry.timer !== undefined) clearTimeout(entry.timer);
-      conn.signal.removeEventListener('abort', onAbort);
-    }
+  // A callback-style protocol: the listener keeps the connection as long as its socket lives.
+  return function websocket(conn: Connection<net.Socket, unknown, unknown>, transport: Transport<net.Socket, unknown, unknown, object>): void {
+    conn.handshake().then((handshaken) => {
+      const socket = handshaken as net.Socket;
+      pending.set(socket, { conn, secure: transport.secure, timer: setTimeout(destroySocket, requestTimeout, socket) });
+      socket.on('close', onClose);
+      conn.onShutdown(destroySocket, socket);
+      server.emit('connection', socket);
+      socket.resume();
+    }, () => {
+      // The handshake failed (and was counted by the listener): nothing more to do than close.
+      conn.rawSocket.destroy();
+    });
   };
+}
+
+function destroySocket(socket: net.Socket): void {
+  socket.destroy();
+}
+
+function markShuttingDown(state: { shuttingDown: boolean }): void {
+  state.shuttingDown = true;
+}
+
+function shutdownSession(session: Session): void {
+  session.shutdown();
 }

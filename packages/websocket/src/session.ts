@@ -73,6 +73,9 @@ interface PendingWrite {
 type QueuedEvent = { kind: 'frame'; frame: InFrame } | { kind: 'info'; message: unknown } | { kind: 'init' } | { kind: 'close'; payload: Buffer };
 
 const EMPTY = Buffer.alloc(0);
+// Shared until a session needs its own (frozen: a push to them would be a bug).
+const NO_FRAGMENTS: Buffer[] = Object.freeze([]) as unknown as Buffer[];
+const NO_EVENTS: QueuedEvent[] = Object.freeze([]) as unknown as QueuedEvent[];
 
 function toBuffer(data: Uint8Array | string | undefined): Buffer {
   if (data === undefined) return EMPTY;
@@ -97,8 +100,6 @@ export class Session<S = unknown> {
   readonly protocol: string | undefined;
   /** The agreed `Sec-WebSocket-Extensions` value ('' when none: messages go uncompressed). */
   readonly extensions: string;
-  /** Resolves once the connection is closed and `terminate` has run. */
-  readonly closed: Promise<TerminateReason>;
 
   #socket: SessionSocket;
   #role: 'server' | 'client';
@@ -112,7 +113,7 @@ export class Session<S = unknown> {
 
   // Reassembly of a fragmented message.
   #msgOpcode = 0;
-  #fragments: Buffer[] = [];
+  #fragments: Buffer[] = NO_FRAGMENTS;
   #msgSize = 0;
   /** The message being received has RSV1: its payload goes through the inflater. */
   #msgCompressed = false;
@@ -131,7 +132,7 @@ export class Session<S = unknown> {
   #busy = false;
   /** The async callback running, settled (result applied) or not: `terminate` waits for it. */
   #inFlight: Promise<void> | undefined;
-  #queue: QueuedEvent[] = [];
+  #queue: QueuedEvent[] = NO_EVENTS;
   #queuedInfos = 0;
   #readPaused = false;
   #slow = false;
@@ -139,7 +140,10 @@ export class Session<S = unknown> {
   #corked = false;
   #closeReason: TerminateReason | undefined;
   #terminated = false;
-  #resolveClosed!: (reason: TerminateReason) => void;
+  // `closed`, made when first asked for: most sessions are never awaited.
+  #closed: Promise<TerminateReason> | undefined;
+  #resolveClosed: ((reason: TerminateReason) => void) | undefined;
+  #endReason: TerminateReason | undefined;
 
   #lastInbound = Date.now();
   #idleTimer: NodeJS.Timeout | undefined;
@@ -147,6 +151,9 @@ export class Session<S = unknown> {
   #pingTimer: NodeJS.Timeout | undefined;
   #pongTimer: NodeJS.Timeout | undefined;
   #signal: AbortSignal | undefined;
+  #abortListener: (() => void) | undefined;
+  /** Inside #onData: writes are flushed at its end. */
+  #reading = false;
 
   constructor(init: SessionInit<S>) {
     this.#socket = init.socket;
@@ -160,9 +167,6 @@ export class Session<S = unknown> {
     this.extensions = init.extensions ?? '';
     this.#deflate = init.deflate;
     this.#signal = init.signal;
-    this.closed = new Promise((resolve) => {
-      this.#resolveClosed = resolve;
-    });
     this.#parser = new FrameParser({
       role: init.role,
       maxFrameSize: this.#opts.maxFrameSize,
@@ -170,28 +174,46 @@ export class Session<S = unknown> {
       // The parser validates text incrementally, failing fast on the first bad sequence.
       validateUtf8: this.#opts.validateUtf8,
       allowRsv1: init.deflate !== undefined,
-      onFrame: this.#onFrame,
-      onError: this.#onProtocolError,
+      onFrame: Session.#parserFrame,
+      onError: Session.#parserError,
+      context: this,
     });
 
-    const socket = this.#socket;
-    socket.on('data', this.#onData);
-    socket.on('close', this.#onSocketClose);
-    socket.on('error', this.#onSocketError);
-    socket.on('drain', this.#onDrain);
-    socket.on('end', this.#onEnd);
+    const socket = this.#socket as OwnedSocket;
+    // One set of listeners for every session: each finds its session on the socket.
+    socket[kSession] = this;
+    socket.on('data', Session.#socketData);
+    socket.on('close', Session.#socketClose);
+    socket.on('error', Session.#socketError);
+    socket.on('drain', Session.#socketDrain);
+    socket.on('end', Session.#socketEnd);
     socket.setNoDelay?.(true);
 
-    if (this.#opts.idleTimeout !== Infinity) this.#idleTimer = setTimeout(this.#onIdleCheck, this.#opts.idleTimeout);
-    if (this.#opts.pingInterval !== Infinity) this.#pingTimer = setInterval(this.#onPingTick, this.#opts.pingInterval);
+    if (this.#opts.idleTimeout !== Infinity) this.#idleTimer = setTimeout(Session.#idleTick, this.#opts.idleTimeout, this);
+    if (this.#opts.pingInterval !== Infinity) this.#pingTimer = setInterval(Session.#pingTick, this.#opts.pingInterval, this);
 
     // websocketInit runs before any frame is handled, including bytes that came with the upgrade.
     this.#dispatch({ kind: 'init' });
     if (init.head !== undefined && init.head.length > 0) this.#onData(init.head);
     // A shutdown that began before the session existed (during an async init) still applies.
     if (this.#signal?.aborted) this.#onShutdown();
-    else this.#signal?.addEventListener('abort', this.#onShutdown, { once: true });
+    else if (this.#signal !== undefined) {
+      this.#abortListener = () => this.#onShutdown();
+      this.#signal.addEventListener('abort', this.#abortListener, { once: true });
+    }
     socket.resume();
+  }
+
+  /** Resolves once the connection is closed and `terminate` has run. */
+  get closed(): Promise<TerminateReason> {
+    if (this.#closed === undefined) {
+      this.#closed = this.#endReason !== undefined
+        ? Promise.resolve(this.#endReason)
+        : new Promise((resolve) => {
+          this.#resolveClosed = resolve;
+        });
+    }
+    return this.#closed;
   }
 
   /** `'open'`, `'closing'` or `'closed'`. */
@@ -245,7 +267,15 @@ export class Session<S = unknown> {
       return;
     }
     this.#queuedInfos++;
-    this.#queue.push({ kind: 'info', message });
+    this.#enqueue({ kind: 'info', message });
+  }
+
+  /**
+   * Close as when the server shuts down: close 1001 ("server shutting down"), and `terminate`
+   * is told `shutdown`. What the listener protocol does for each session when its listener stops.
+   */
+  shutdown(): void {
+    this.#onShutdown();
   }
 
   /** Close the socket at once, without a close handshake. */
@@ -256,12 +286,17 @@ export class Session<S = unknown> {
 
   // ---- inbound ----------------------------------------------------------------------------
 
-  #onData = (chunk: Buffer): void => {
+  #onData(chunk: Buffer): void {
     this.#lastInbound = Date.now();
+    const outer = this.#reading;
+    this.#reading = true;
     this.#parser.push(chunk);
+    this.#reading = outer;
+    // The replies to everything this chunk held go out in one write.
+    if (!outer && this.#corked) this.#flush();
   };
 
-  #onFrame = (fin: boolean, rsv1: boolean, opcode: number, payload: Buffer): void => {
+  #onFrame(fin: boolean, rsv1: boolean, opcode: number, payload: Buffer): void {
     if (this.#state === 'closed') return;
     if (opcode >= Opcode.Close) {
       this.#onControl(opcode, payload);
@@ -286,10 +321,11 @@ export class Session<S = unknown> {
       this.#deliver(text ? { type: 'text', data: payload.toString('utf8') } : { type: 'binary', data: payload });
       return;
     }
+    if (this.#fragments === NO_FRAGMENTS) this.#fragments = [];
     this.#fragments.push(payload);
     if (!fin) return;
     const whole = this.#fragments.length === 1 ? this.#fragments[0]! : Buffer.concat(this.#fragments, this.#msgSize);
-    this.#fragments = [];
+    this.#fragments = NO_FRAGMENTS;
     this.#deliver(text ? { type: 'text', data: whole.toString('utf8') } : { type: 'binary', data: whole });
   };
 
@@ -312,10 +348,10 @@ export class Session<S = unknown> {
     this.#inflating = true;
     this.#parser.pause();
     this.#pauseInput();
-    out.then(this.#onInflated, this.#onInflateError);
+    out.then((r) => this.#onInflated(r), (e: unknown) => this.#onInflateError(e));
   }
 
-  #onInflated = (out: Buffer | null): void => {
+  #onInflated(out: Buffer | null): void {
     this.#inflating = false;
     if (this.#state === 'closed') return;
     if (out !== null) this.#deliverInflated(out);
@@ -324,7 +360,7 @@ export class Session<S = unknown> {
     this.#resumeInput();
   };
 
-  #onInflateError = (err: unknown): void => {
+  #onInflateError(err: unknown): void {
     this.#inflating = false;
     if (this.#state === 'closed') return;
     if (err instanceof ProtocolViolation) this.#onProtocolError(err);
@@ -346,7 +382,7 @@ export class Session<S = unknown> {
   #onControl(opcode: number, payload: Buffer): void {
     if (opcode === Opcode.Close) {
       // Messages that arrived before the close are handled before it.
-      if (this.#state === 'open' && (this.#busy || this.#queue.length > 0)) this.#queue.push({ kind: 'close', payload });
+      if (this.#state === 'open' && (this.#busy || this.#queue.length > 0)) this.#enqueue({ kind: 'close', payload });
       else this.#onCloseFrame(payload);
       return;
     }
@@ -385,26 +421,26 @@ export class Session<S = unknown> {
     this.#finish();
   }
 
-  #onProtocolError = (err: ProtocolViolation): void => {
+  #onProtocolError(err: ProtocolViolation): void {
     const error = err.closeCode === CloseCode.MessageTooBig ? 'toobig' : err.closeCode === CloseCode.InvalidPayload ? 'badencoding' : 'badframe';
     this.#fail(err.closeCode, err.message, { type: 'error', error, cause: err });
   };
 
-  #onEnd = (): void => {
+  #onEnd(): void {
     // The peer half-closed: nothing more will come. Without a close frame that is an abrupt end.
     if (this.#state === 'open') this.#closeReason ??= { type: 'error', error: 'closed' };
     this.#socket.end();
   };
 
-  #onSocketError = (err: Error): void => {
+  #onSocketError(err: Error): void {
     this.#closeReason ??= this.#state === 'open' ? { type: 'error', error: 'socket', cause: err } : undefined;
   };
 
-  #onSocketClose = (): void => {
+  #onSocketClose(): void {
     this.#state = 'closed';
     this.#clearTimers();
-    this.#socket.off('data', this.#onData);
-    this.#signal?.removeEventListener('abort', this.#onShutdown);
+    this.#socket.off('data', Session.#socketData);
+    if (this.#abortListener !== undefined) this.#signal?.removeEventListener('abort', this.#abortListener);
     if (this.#deflate !== undefined) {
       // Pending compressions and inflations are rejected, and their results dropped.
       this.#deflate.close();
@@ -420,9 +456,14 @@ export class Session<S = unknown> {
     this.#dispatch({ kind: 'frame', frame });
   }
 
+  #enqueue(event: QueuedEvent): void {
+    if (this.#queue === NO_EVENTS) this.#queue = [];
+    this.#queue.push(event);
+  }
+
   #dispatch(event: QueuedEvent): void {
     if (this.#busy || this.#queue.length > 0) {
-      this.#queue.push(event);
+      this.#enqueue(event);
       return;
     }
     this.#run(event);
@@ -445,7 +486,7 @@ export class Session<S = unknown> {
     if (isThenable(result)) {
       // An async callback: hold everything else, input included, until it settles.
       this.#pauseInput();
-      this.#inFlight = Promise.resolve(result).then(this.#onAsyncResult, this.#onAsyncCrash);
+      this.#inFlight = Promise.resolve(result).then((r) => this.#onAsyncResult(r), (e: unknown) => this.#onAsyncCrash(e));
       return;
     }
     this.#busy = false;
@@ -464,13 +505,13 @@ export class Session<S = unknown> {
     }
   }
 
-  #onAsyncResult = (result: CallbackResult<S>): void => {
+  #onAsyncResult(result: CallbackResult<S>): void {
     this.#busy = false;
     this.#apply(result);
     this.#drainQueue();
   };
 
-  #onAsyncCrash = (err: unknown): void => {
+  #onAsyncCrash(err: unknown): void {
     this.#busy = false;
     this.#crash(err);
   };
@@ -628,13 +669,14 @@ export class Session<S = unknown> {
     if (!this.#corked) {
       this.#corked = true;
       socket.cork();
-      process.nextTick(this.#flush);
+      // Inside a read the flush comes at its end (#onData); elsewhere at the end of this tick.
+      if (!this.#reading) process.nextTick(Session.#tickFlush, this);
     }
     const parts = encodeFrame(opcode, payload, { fin, rsv1, mask: this.#role === 'client' });
     for (let i = 0; i < parts.length; i++) socket.write(parts[i]);
   }
 
-  #flush = (): void => {
+  #flush(): void {
     this.#corked = false;
     uncork(this.#socket);
     // Only now does writableLength say what the kernel would not take: a reader slow enough
@@ -652,7 +694,7 @@ export class Session<S = unknown> {
     this.#pauseInput();
   }
 
-  #onDrain = (): void => {
+  #onDrain(): void {
     if (!this.#slow) return;
     this.#slow = false;
     this.#drainQueue();
@@ -664,7 +706,7 @@ export class Session<S = unknown> {
     if (this.#state !== 'open') return;
     this.#state = 'closing';
     this.#closeReason ??= why;
-    this.#fragments = [];
+    this.#fragments = NO_FRAGMENTS;
     let payload: Buffer;
     try {
       payload = encodeClosePayload(code, reason);
@@ -672,7 +714,7 @@ export class Session<S = unknown> {
       payload = encodeClosePayload(code, '');
     }
     this.#write(Opcode.Close, payload);
-    this.#closeTimer = setTimeout(this.#onCloseTimeout, this.#opts.closeTimeout);
+    this.#closeTimer = setTimeout(Session.#closeTick, this.#opts.closeTimeout, this);
     this.#closeTimer.unref?.();
   }
 
@@ -701,26 +743,26 @@ export class Session<S = unknown> {
     if (this.#pending !== undefined) this.#endAfterPending = true;
     else if (socket.writable) socket.end();
     if (this.#closeTimer === undefined) {
-      this.#closeTimer = setTimeout(this.#onCloseTimeout, this.#opts.closeTimeout);
+      this.#closeTimer = setTimeout(Session.#closeTick, this.#opts.closeTimeout, this);
       this.#closeTimer.unref?.();
     }
   }
 
-  #onCloseTimeout = (): void => {
+  #onCloseTimeout(): void {
     this.#socket.destroy();
   };
 
-  #onShutdown = (): void => {
+  #onShutdown(): void {
     if (this.#state !== 'open') return;
     this.#closeReason = { type: 'shutdown' };
     this.#beginClose(CloseCode.GoingAway, 'server shutting down', { type: 'shutdown' });
   };
 
-  #onIdleCheck = (): void => {
+  #onIdleCheck(): void {
     const idle = Date.now() - this.#lastInbound;
     const limit = this.#opts.idleTimeout;
     if (idle < limit) {
-      this.#idleTimer = setTimeout(this.#onIdleCheck, limit - idle);
+      this.#idleTimer = setTimeout(Session.#idleTick, limit - idle, this);
       return;
     }
     this.#idleTimer = undefined;
@@ -728,13 +770,13 @@ export class Session<S = unknown> {
     else this.#socket.destroy();
   };
 
-  #onPingTick = (): void => {
+  #onPingTick(): void {
     if (this.#state !== 'open' || this.#pongTimer !== undefined) return;
     this.#write(Opcode.Ping, EMPTY);
-    this.#pongTimer = setTimeout(this.#onPongTimeout, this.#opts.pongTimeout);
+    this.#pongTimer = setTimeout(Session.#pongTick, this.#opts.pongTimeout, this);
   };
 
-  #onPongTimeout = (): void => {
+  #onPongTimeout(): void {
     this.#pongTimer = undefined;
     if (this.#state === 'open') this.#beginClose(CloseCode.GoingAway, 'no pong', { type: 'timeout' });
   };
@@ -750,7 +792,7 @@ export class Session<S = unknown> {
   async #terminate(reason: TerminateReason): Promise<void> {
     if (this.#terminated) return;
     this.#terminated = true;
-    this.#queue = [];
+    this.#queue = NO_EVENTS;
     // One callback at a time, terminate included: let a running one finish and set its state.
     if (this.#busy) await this.#inFlight;
     try {
@@ -758,6 +800,64 @@ export class Session<S = unknown> {
     } catch (err) {
       this.#logger?.error({ err }, 'websocket terminate callback failed');
     }
-    this.#resolveClosed(reason);
+    this.#endReason = reason;
+    this.#resolveClosed?.(reason);
+  }
+
+  // ---- shared callbacks ---------------------------------------------------------------------
+  // Functions made once for all sessions, not per session: an idle connection then costs its
+  // fields alone. Socket listeners find their session on the socket, timers get it as argument.
+
+  static #socketData(this: OwnedSocket, chunk: Buffer): void {
+    this[kSession]!.#onData(chunk);
+  }
+
+  static #socketClose(this: OwnedSocket): void {
+    this[kSession]!.#onSocketClose();
+  }
+
+  static #socketError(this: OwnedSocket, err: Error): void {
+    this[kSession]!.#onSocketError(err);
+  }
+
+  static #socketDrain(this: OwnedSocket): void {
+    this[kSession]!.#onDrain();
+  }
+
+  static #socketEnd(this: OwnedSocket): void {
+    this[kSession]!.#onEnd();
+  }
+
+  static #parserFrame(this: Session, fin: boolean, rsv1: boolean, opcode: number, payload: Buffer): void {
+    this.#onFrame(fin, rsv1, opcode, payload);
+  }
+
+  static #parserError(this: Session, err: ProtocolViolation): void {
+    this.#onProtocolError(err);
+  }
+
+  static #tickFlush(session: Session): void {
+    if (session.#corked) session.#flush();
+  }
+
+  static #idleTick(session: Session): void {
+    session.#onIdleCheck();
+  }
+
+  static #pingTick(session: Session): void {
+    session.#onPingTick();
+  }
+
+  static #pongTick(session: Session): void {
+    session.#onPongTimeout();
+  }
+
+  static #closeTick(session: Session): void {
+    session.#onCloseTimeout();
   }
 }
+
+const kSession = Symbol('corral.websocket.session');
+
+/** A socket run by a session, which its shared listeners find on it. */
+type OwnedSocket = SessionSocket & { [kSession]?: Session<any> };

@@ -98,6 +98,8 @@ export interface UpgradeContext {
   peer?: SocketAddress | undefined;
   secure?: boolean;
   signal?: AbortSignal;
+  /** True once the server began shutting down (checked after `init`: the upgrade is refused). */
+  shuttingDown?: () => boolean;
 }
 
 function defaultFilter(req: UpgradeRequest): PartialRequest {
@@ -197,7 +199,7 @@ export async function handleUpgrade<S, O>(
   }
   if (socket.destroyed) return undefined;
   // The server began shutting down while init ran: refuse rather than open a session to close it.
-  if ((ctx.signal ?? opts.signal)?.aborted) {
+  if ((ctx.signal ?? opts.signal)?.aborted || ctx.shuttingDown?.() === true) {
     refuseUpgrade(socket, { status: 503, message: 'Service unavailable' });
     return undefined;
   }
