@@ -33,6 +33,7 @@ import { fixture } from './peers/fixture.js';
 import { node24 } from './peers/node24.js';
 import { runPeer } from './peers/process.js';
 import { runPythonClient } from './peers/python-websockets.js';
+import { WAIT_MS, within, wsConnect, type WsClient } from './peers/ws-client.js';
 import {
   ALL_BYTES_HEX, LARGE_BYTES, TEXT, runScenarios, type ScenarioResult,
 } from './peers/websocket-client.mjs';
@@ -47,16 +48,7 @@ const CLIENT_SCRIPT = fileURLToPath(new URL('./peers/websocket-client.mjs', impo
 
 /** The server's subprotocols, in its order of preference. */
 const SUBPROTOCOLS = ['corral.echo.v2', 'corral.echo.v1'];
-/** Bound on any single wait for the peer: a message, an event, a close. */
-const WAIT_MS = 10_000;
 
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
 
 // ---- the server -------------------------------------------------------------------------------
 
@@ -239,80 +231,8 @@ const servers = fixture<Servers>(async (cleanup) => {
 
 // ---- the ws package ---------------------------------------------------------------------------
 
-interface Message {
-  data: Buffer;
-  isBinary: boolean;
-}
-
-interface WsClient {
-  ws: WebSocket;
-  /** The 101 response. */
-  response: http.IncomingMessage;
-  /** The next message, in order. */
-  next(): Promise<Message>;
-  /** Send, then read the next message. */
-  echo(data: string | Buffer, binary?: boolean): Promise<Message>;
-  /** The next event of `name` ('ping', 'pong'), with its payload. */
-  nextEvent(name: 'ping' | 'pong'): Promise<Buffer>;
-  /** Resolves with the close code and reason the client saw. */
-  closed(): Promise<{ code: number; reason: string }>;
-}
 
 /** Open a `ws` client; resolves once it is open. */
-async function wsConnect(url: string, protocols: string[] = [], opts: WebSocket.ClientOptions = {}): Promise<WsClient> {
-  const ws = new WebSocket(url, protocols, { handshakeTimeout: WAIT_MS, ...opts });
-  const queue: Message[] = [];
-  const waiting: { resolve: (m: Message) => void; reject: (e: Error) => void }[] = [];
-  let closedWith: Error | undefined;
-  ws.on('message', (data: Buffer, isBinary: boolean) => {
-    const message = { data, isBinary };
-    const w = waiting.shift();
-    if (w !== undefined) w.resolve(message);
-    else queue.push(message);
-  });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    ws.once('close', (code: number, reason: Buffer) => {
-      closedWith = new Error(`the connection closed (${code} ${reason.toString()}) while a message was awaited`);
-      for (const w of waiting.splice(0)) w.reject(closedWith);
-      resolve({ code, reason: reason.toString('utf8') });
-    });
-  });
-  let response: http.IncomingMessage | undefined;
-  ws.once('upgrade', (res: http.IncomingMessage) => {
-    response = res;
-  });
-  await within(
-    new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    }),
-    WAIT_MS,
-    `open of ${url}`,
-  ).catch((err: unknown) => {
-    ws.terminate();
-    throw err;
-  });
-  ws.on('error', () => {}); // reported through 'close'
-  const client: WsClient = {
-    ws,
-    response: response!,
-    next() {
-      const m = queue.shift();
-      if (m !== undefined) return Promise.resolve(m);
-      if (closedWith !== undefined) return Promise.reject(closedWith);
-      return within(new Promise((resolve, reject) => waiting.push({ resolve, reject })), WAIT_MS, 'message');
-    },
-    echo(data, binary = typeof data !== 'string') {
-      ws.send(data, { binary });
-      return client.next();
-    },
-    nextEvent(name) {
-      return within(new Promise((resolve) => ws.once(name, (data: Buffer) => resolve(data))), WAIT_MS, `${name} event`);
-    },
-    closed: () => within(closed, WAIT_MS, 'close event'),
-  };
-  return client;
-}
 
 async function info(client: WsClient): Promise<Info> {
   const m = await client.echo('!info');
