@@ -43,7 +43,7 @@ import {
   type MessageSpec, type PythonClientCase, type PythonClientResult, type PythonOffer, type PythonServerConfig, type WireFrame,
 } from './peers/deflate-python.js';
 import { fixture } from './peers/fixture.js';
-import { WAIT_MS, within, wsConnect, type Message, type WsClient } from './peers/ws-client.js';
+import { Terminations, WAIT_MS, within, wsConnect, type Message, type WsClient } from './peers/ws-client.js';
 
 const HOST = '127.0.0.1';
 /** Bound on any single wait for the peer: a message, an event, a close. */
@@ -238,26 +238,6 @@ function expectRepeats(what: string, wires: number[], shrinks: boolean): void {
 
 // ---- Corral's server --------------------------------------------------------------------------
 
-/** Why each connection ended, as the handler's `terminate` was told, by request target. */
-class Terminations {
-  readonly #reasons = new Map<string, TerminateReason>();
-  readonly #waiters = new Map<string, ((reason: TerminateReason) => void)[]>();
-
-  record(url: string, reason: TerminateReason): void {
-    this.#reasons.set(url, reason);
-    for (const resolve of this.#waiters.get(url) ?? []) resolve(reason);
-    this.#waiters.delete(url);
-  }
-
-  of(url: string): Promise<TerminateReason> {
-    const known = this.#reasons.get(url);
-    if (known !== undefined) return Promise.resolve(known);
-    const ended = new Promise<TerminateReason>((resolve) => {
-      this.#waiters.set(url, [...(this.#waiters.get(url) ?? []), resolve]);
-    });
-    return within(ended, WAIT_MS, `terminate call for ${url}`);
-  }
-}
 
 interface EchoState {
   url: string;

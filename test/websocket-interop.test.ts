@@ -33,7 +33,7 @@ import { fixture } from './peers/fixture.js';
 import { node24 } from './peers/node24.js';
 import { runPeer } from './peers/process.js';
 import { runPythonClient } from './peers/python-websockets.js';
-import { WAIT_MS, within, wsConnect, type WsClient } from './peers/ws-client.js';
+import { Terminations, WAIT_MS, within, wsConnect, type WsClient } from './peers/ws-client.js';
 import {
   ALL_BYTES_HEX, LARGE_BYTES, TEXT, runScenarios, type ScenarioResult,
 } from './peers/websocket-client.mjs';
@@ -52,27 +52,6 @@ const SUBPROTOCOLS = ['corral.echo.v2', 'corral.echo.v1'];
 
 // ---- the server -------------------------------------------------------------------------------
 
-/** Why each connection ended, as the handler's `terminate` was told, by request target. */
-class Terminations {
-  readonly #reasons = new Map<string, TerminateReason>();
-  readonly #waiters = new Map<string, ((reason: TerminateReason) => void)[]>();
-
-  record(url: string, reason: TerminateReason): void {
-    this.#reasons.set(url, reason);
-    for (const resolve of this.#waiters.get(url) ?? []) resolve(reason);
-    this.#waiters.delete(url);
-  }
-
-  /** Resolves once the connection to `url` has ended. */
-  of(url: string): Promise<TerminateReason> {
-    const known = this.#reasons.get(url);
-    if (known !== undefined) return Promise.resolve(known);
-    const ended = new Promise<TerminateReason>((resolve) => {
-      this.#waiters.set(url, [...(this.#waiters.get(url) ?? []), resolve]);
-    });
-    return within(ended, WAIT_MS, `terminate call for ${url}`);
-  }
-}
 
 interface EchoState {
   url: string;

@@ -1,11 +1,13 @@
 /**
- * The `ws` package as a client peer of the interop tests: a connection whose messages are read in
- * order with `next()`, with bounded waits on every event.
+ * Shared by the WebSocket interop tests: the `ws` package as a client peer (a connection whose
+ * messages are read in order with `next()`), bounded waits, and a record of why each server-side
+ * connection ended.
  */
 
 import type * as http from 'node:http';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
+import type { TerminateReason } from '@corral/websocket';
 
 /** Bound on any single wait for the peer: a message, an event, a close. */
 export const WAIT_MS = 10_000;
@@ -95,4 +97,26 @@ export async function wsConnect(url: string, protocols: string[] = [], opts: Web
     closed: () => within(closed, WAIT_MS, 'close event'),
   };
   return client;
+}
+
+/** Why each connection ended, as the handler's `terminate` was told, by request target. */
+export class Terminations {
+  readonly #reasons = new Map<string, TerminateReason>();
+  readonly #waiters = new Map<string, ((reason: TerminateReason) => void)[]>();
+
+  record(url: string, reason: TerminateReason): void {
+    this.#reasons.set(url, reason);
+    for (const resolve of this.#waiters.get(url) ?? []) resolve(reason);
+    this.#waiters.delete(url);
+  }
+
+  /** Resolves once the connection to `url` has ended. */
+  of(url: string): Promise<TerminateReason> {
+    const known = this.#reasons.get(url);
+    if (known !== undefined) return Promise.resolve(known);
+    const ended = new Promise<TerminateReason>((resolve) => {
+      this.#waiters.set(url, [...(this.#waiters.get(url) ?? []), resolve]);
+    });
+    return within(ended, WAIT_MS, `terminate call for ${url}`);
+  }
 }
