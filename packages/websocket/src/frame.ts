@@ -597,8 +597,12 @@ function maskedFrame(opcode: number, fin: boolean, rsv1: boolean, payload: Buffe
   return frame;
 }
 
-/** One unmasked frame of at most {@link COALESCE_MAX} payload bytes, header and payload in one buffer. */
-function smallFrame(opcode: number, fin: boolean, rsv1: boolean, payload: Buffer): Buffer {
+/**
+ * One unmasked frame of at most {@link COALESCE_MAX} payload bytes, header and payload in one
+ * buffer, without {@link encodeFrame}'s checks: for callers that only make valid frames.
+ * @internal
+ */
+export function unmaskedFrame(opcode: number, fin: boolean, rsv1: boolean, payload: Buffer): Buffer {
   const length = payload.length;
   const hlen = length < 126 ? 2 : 4;
   const frame = Buffer.allocUnsafe(hlen + length);
@@ -636,7 +640,7 @@ export function encodeFrame(opcode: number, payload: Buffer, options?: EncodeFra
   const length = payload.length;
   checkFrame(opcode, fin, rsv1, length);
   if (doMask) return [maskedFrame(opcode, fin, rsv1, payload)];
-  if (length <= COALESCE_MAX) return [smallFrame(opcode, fin, rsv1, payload)];
+  if (length <= COALESCE_MAX) return [unmaskedFrame(opcode, fin, rsv1, payload)];
   return [bareHeader(opcode, fin, rsv1, length), payload];
 }
 
@@ -673,7 +677,7 @@ export function encodeMessage(opcode: number, payload: Buffer, options?: EncodeM
     const part = payload.subarray(start, end);
     const fin = end === length;
     if (doMask) out.push(maskedFrame(op, fin, first, part));
-    else if (part.length <= COALESCE_MAX) out.push(smallFrame(op, fin, first, part));
+    else if (part.length <= COALESCE_MAX) out.push(unmaskedFrame(op, fin, first, part));
     else out.push(bareHeader(op, fin, first, part.length), part);
     start = end;
     op = Opcode.Continuation;

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { CloseCode, encodeClosePayload, normalizeCloseCode, parseClosePayload } from './close-codes.js';
 import type { PerMessageDeflate } from './deflate.js';
 import { ProtocolViolation, WsErrorCode } from './errors.js';
-import { FrameParser, Opcode, encodeFrame } from './frame.js';
+import { COALESCE_MAX, FrameParser, Opcode, encodeFrame, unmaskedFrame } from './frame.js';
 import type {
   CallbackResult, InFrame, OutFrame, PartialRequest, TerminateReason, WebSocketHandler,
 } from './handler.js';
@@ -87,9 +87,8 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
 }
 
-function uncork(socket: SessionSocket): void {
-  socket.uncork();
-}
+/** Frames batched up to this many bytes are joined into one buffer: a copy costs less than a writev. */
+const JOIN_MAX = 16 * 1024;
 
 /**
  * One WebSocket connection. Handlers receive it as their last argument; other code can hold it
@@ -137,7 +136,11 @@ export class Session<S = unknown> {
   #readPaused = false;
   #slow = false;
 
+  /** A batch of frames is open: they are written at the end of the read or of the tick. */
   #corked = false;
+  #out: Buffer | undefined;
+  #outMore: Buffer[] | undefined;
+  #outBytes = 0;
   #closeReason: TerminateReason | undefined;
   #terminated = false;
   // `closed`, made when first asked for: most sessions are never awaited.
@@ -223,7 +226,7 @@ export class Session<S = unknown> {
 
   /** Bytes sent and not yet handed to the kernel, messages waiting to be compressed included. */
   get bufferedAmount(): number {
-    return this.#socket.writableLength + this.#pendingBytes;
+    return this.#socket.writableLength + this.#outBytes + this.#pendingBytes;
   }
 
   /** The handler's current state. */
@@ -429,6 +432,7 @@ export class Session<S = unknown> {
   #onEnd(): void {
     // The peer half-closed: nothing more will come. Without a close frame that is an abrupt end.
     if (this.#state === 'open') this.#closeReason ??= { type: 'error', error: 'closed' };
+    if (this.#corked) this.#flush();
     this.#socket.end();
   };
 
@@ -633,6 +637,10 @@ export class Session<S = unknown> {
     this.#pending = undefined;
     if (this.#endAfterPending) {
       this.#endAfterPending = false;
+      if (this.#corked) {
+        this.#corked = false;
+        this.#writeOut();
+      }
       if (this.#socket.writable) this.#socket.end();
     } else if (this.#state === 'open' && this.#opts.slowReader === 'pause') {
       this.#checkBackpressure();
@@ -663,29 +671,67 @@ export class Session<S = unknown> {
       this.#pendingBytes += payload.length;
       return;
     }
-    const socket = this.#socket;
-    if (!socket.writable) return;
-    // Writes made in one tick go out together.
+    if (!this.#socket.writable) return;
+    // Frames made in one tick (or one read) go out together, in one write when they are small.
     if (!this.#corked) {
       this.#corked = true;
-      socket.cork();
       // Inside a read the flush comes at its end (#onData); elsewhere at the end of this tick.
       if (!this.#reading) process.nextTick(Session.#tickFlush, this);
     }
+    if (this.#role === 'server' && payload.length <= COALESCE_MAX) {
+      // The common case, without encodeFrame's checks (the session only makes valid frames).
+      this.#queueOut(unmaskedFrame(opcode, fin, rsv1, payload));
+      return;
+    }
     const parts = encodeFrame(opcode, payload, { fin, rsv1, mask: this.#role === 'client' });
-    for (let i = 0; i < parts.length; i++) socket.write(parts[i]);
+    for (let i = 0; i < parts.length; i++) this.#queueOut(parts[i]!);
+  }
+
+  #queueOut(buf: Buffer): void {
+    this.#outBytes += buf.length;
+    if (this.#out === undefined) this.#out = buf;
+    else (this.#outMore ??= []).push(buf);
+  }
+
+  /** Write the batch: one buffer as it is, small ones joined into one, large ones in one writev. */
+  #writeOut(): void {
+    const socket = this.#socket;
+    const first = this.#out;
+    const more = this.#outMore;
+    const bytes = this.#outBytes;
+    this.#out = undefined;
+    this.#outBytes = 0;
+    if (first === undefined || !socket.writable) {
+      if (more !== undefined) more.length = 0;
+      return;
+    }
+    if (more === undefined || more.length === 0) {
+      socket.write(first);
+    } else if (bytes <= JOIN_MAX) {
+      const joined = Buffer.allocUnsafe(bytes);
+      let at = first.copy(joined, 0);
+      for (let i = 0; i < more.length; i++) at += more[i]!.copy(joined, at);
+      more.length = 0;
+      socket.write(joined);
+    } else {
+      socket.cork();
+      socket.write(first);
+      for (let i = 0; i < more.length; i++) socket.write(more[i]);
+      more.length = 0;
+      socket.uncork();
+    }
   }
 
   #flush(): void {
     this.#corked = false;
-    uncork(this.#socket);
+    this.#writeOut();
     // Only now does writableLength say what the kernel would not take: a reader slow enough
     // to be closed, not one that was just sent a large reply.
     if (this.#state === 'open' && this.#opts.slowReader === 'close') this.#checkBackpressure();
   };
 
   #checkBackpressure(): void {
-    if (this.#slow || this.#socket.writableLength <= this.#opts.highWaterMark) return;
+    if (this.#slow || this.#socket.writableLength + this.#outBytes <= this.#opts.highWaterMark) return;
     if (this.#opts.slowReader === 'close') {
       this.#fail(CloseCode.PolicyViolation, 'peer too slow', { type: 'error', error: 'slow' });
       return;
@@ -737,7 +783,7 @@ export class Session<S = unknown> {
     const socket = this.#socket;
     if (this.#corked) {
       this.#corked = false;
-      socket.uncork();
+      this.#writeOut();
     }
     // Frames still being compressed (the close frame among them) go out before our FIN.
     if (this.#pending !== undefined) this.#endAfterPending = true;
