@@ -87,6 +87,18 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
 }
 
+/**
+ * The last text message received (by any session) and its bytes, valid UTF-8: a handler that
+ * echoes or forwards it (a chat room's fan-out) sends the bytes that came, not a fresh encoding.
+ * Strings compare by content, so a match is always the same text.
+ */
+let lastText: string | undefined;
+let lastTextBytes: Buffer | undefined;
+
+function encodeText(text: string): Buffer {
+  return text === lastText ? lastTextBytes! : Buffer.from(text);
+}
+
 /** Frames batched up to this many bytes are joined into one buffer: a copy costs less than a writev. */
 const JOIN_MAX = 16 * 1024;
 
@@ -321,7 +333,7 @@ export class Session<S = unknown> {
     const text = this.#msgOpcode === Opcode.Text;
     if (fin && this.#fragments.length === 0) {
       // The common case: a whole message in one frame, delivered without a copy.
-      this.#deliver(text ? { type: 'text', data: payload.toString('utf8') } : { type: 'binary', data: payload });
+      this.#deliver(text ? { type: 'text', data: this.#decode(payload) } : { type: 'binary', data: payload });
       return;
     }
     if (this.#fragments === NO_FRAGMENTS) this.#fragments = [];
@@ -329,7 +341,7 @@ export class Session<S = unknown> {
     if (!fin) return;
     const whole = this.#fragments.length === 1 ? this.#fragments[0]! : Buffer.concat(this.#fragments, this.#msgSize);
     this.#fragments = NO_FRAGMENTS;
-    this.#deliver(text ? { type: 'text', data: whole.toString('utf8') } : { type: 'binary', data: whole });
+    this.#deliver(text ? { type: 'text', data: this.#decode(whole) } : { type: 'binary', data: whole });
   };
 
   #inflate(fin: boolean, payload: Buffer): void {
@@ -370,6 +382,16 @@ export class Session<S = unknown> {
     else this.#crash(err);
   };
 
+  /** A text message's string; remembered with its bytes when they are known to be its UTF-8. */
+  #decode(bytes: Buffer): string {
+    const text = bytes.toString('utf8');
+    if (this.#opts.validateUtf8) {
+      lastText = text;
+      lastTextBytes = bytes;
+    }
+    return text;
+  }
+
   #deliverInflated(data: Buffer): void {
     if (this.#msgOpcode !== Opcode.Text) {
       this.#deliver({ type: 'binary', data });
@@ -379,7 +401,7 @@ export class Session<S = unknown> {
       this.#onProtocolError(new ProtocolViolation(WsErrorCode.InvalidUtf8, CloseCode.InvalidPayload, 'Text message is not valid UTF-8'));
       return;
     }
-    this.#deliver({ type: 'text', data: data.toString('utf8') });
+    this.#deliver({ type: 'text', data: this.#decode(data) });
   }
 
   #onControl(opcode: number, payload: Buffer): void {
@@ -574,12 +596,12 @@ export class Session<S = unknown> {
 
   #sendOne(frame: OutFrame): void {
     if (typeof frame === 'string') {
-      this.#sendMessage(Opcode.Text, Buffer.from(frame));
+      this.#sendMessage(Opcode.Text, encodeText(frame));
     } else if (frame instanceof Uint8Array) {
       this.#sendMessage(Opcode.Binary, toBuffer(frame));
     } else {
       switch (frame.type) {
-        case 'text': this.#sendMessage(Opcode.Text, toBuffer(frame.data)); break;
+        case 'text': this.#sendMessage(Opcode.Text, typeof frame.data === 'string' ? encodeText(frame.data) : toBuffer(frame.data)); break;
         case 'binary': this.#sendMessage(Opcode.Binary, toBuffer(frame.data)); break;
         case 'ping': this.#sendControl(Opcode.Ping, toBuffer(frame.data)); break;
         case 'pong': this.#sendControl(Opcode.Pong, toBuffer(frame.data)); break;

@@ -54,3 +54,34 @@ it('messages received before the close frame are all handled, in order, even beh
     await l.stop();
   }
 });
+
+// Text sent again as received goes out as the bytes that came (no fresh encoding), but only when
+// those bytes were checked as UTF-8: unchecked invalid bytes are sent as their decoded string.
+it('echoed text is the UTF-8 of the string the handler saw, whether or not the bytes were validated', async () => {
+  const l = await startListener('ws-regression-text-echo', tcp, { socketOpts: { host: '127.0.0.1', port: 0 } }, websocketProtocol(
+    { websocketHandle: (f: { type: string; data?: unknown }) => (f.type === 'text' ? { reply: f.data as string } : undefined) },
+    { session: { validateUtf8: false } },
+  ), undefined);
+  const checked = await startListener('ws-regression-text-echo-checked', tcp, { socketOpts: { host: '127.0.0.1', port: 0 } }, websocketProtocol(
+    { websocketHandle: (f: { type: string; data?: unknown }) => (f.type === 'text' ? { reply: [f.data as string, `${f.data as string}!`] } : undefined) },
+  ), undefined);
+  try {
+    const ws = new WebSocket(`ws://127.0.0.1:${l.getPort()}/`);
+    await once(ws, 'open');
+    ws.send(Buffer.from([0xff, 0x41]), { binary: false });
+    const [data] = await once(ws, 'message');
+    expect((data as Buffer).toString('hex')).toBe('efbfbd41');
+    ws.close();
+    const good = new WebSocket(`ws://127.0.0.1:${checked.getPort()}/`);
+    await once(good, 'open');
+    const messages: string[] = [];
+    good.on('message', (d: Buffer) => messages.push(d.toString('utf8')));
+    good.send('héllo ✓');
+    await expect.poll(() => messages.length).toBe(2);
+    expect(messages).toEqual(['héllo ✓', 'héllo ✓!']);
+    good.close();
+  } finally {
+    await l.stop();
+    await checked.stop();
+  }
+}, 10_000);
