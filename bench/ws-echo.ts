@@ -166,10 +166,10 @@ export function parseOptions(args: string[]): Options {
 // ---------------------------------------------------------------------------------------------
 // Load generators
 
-type RequestBody = LoadRequest extends infer R ? (R extends LoadRequest ? Omit<R, 'id'> : never) : never;
+export type RequestBody = LoadRequest extends infer R ? (R extends LoadRequest ? Omit<R, 'id'> : never) : never;
 
-/** One load generator process (bench/lib/ws-load.ts), answering one request at a time. */
-class LoadProcess {
+/** One load generator process (bench/lib/ws-load.ts, or another script speaking its protocol), answering one request at a time. */
+export class LoadProcess {
   #child: ChildProcess;
   #nextId = 1;
   #pending = new Map<number, { resolve: (r: LoadReply) => void; reject: (err: Error) => void }>();
@@ -191,8 +191,8 @@ class LoadProcess {
     });
   }
 
-  static async start(fdLimit: number | undefined): Promise<LoadProcess> {
-    const child = spawnNode(LOAD_SCRIPT, [], { stdio: 'ignore', fdLimit });
+  static async start(fdLimit: number | undefined, script = LOAD_SCRIPT, args: readonly string[] = []): Promise<LoadProcess> {
+    const child = spawnNode(script, args, { stdio: 'ignore', fdLimit });
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     try {
       await new Promise<void>((resolve, reject) => {
@@ -369,7 +369,7 @@ interface PeerSummary {
   instrPerMessage: number | undefined;
 }
 
-interface Ratio {
+export interface Ratio {
   median: number;
   min: number;
   max: number;
@@ -392,7 +392,7 @@ const rate = (p: Pass): number => p.messages / (p.wallMs / 1000);
 const cpuPerMessage = (p: Pass): number => p.serverCpuUs / p.messages;
 const instrPerMessage = (p: Pass): number => (p.instructions === undefined ? NaN : (p.instructions.user + p.instructions.kernel) / p.messages);
 
-function ratios(xs: number[]): Ratio {
+export function ratios(xs: number[]): Ratio {
   return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
 }
 
@@ -532,17 +532,17 @@ function summarizeIdle(o: Options, rounds: IdleRound[]): IdleResult {
 // ---------------------------------------------------------------------------------------------
 // Report
 
-function num(x: number): string {
+export function num(x: number): string {
   if (x >= 100) return Math.round(x).toLocaleString('en-US');
   if (x >= 10) return x.toFixed(1);
   return x.toFixed(2);
 }
 
-const pct = (x: number): string => `${Math.round(x * 100)}%`;
-const ratio = (r: Ratio): string => `${r.median.toFixed(3)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
-const bytes = (x: number): string => `${num(x / KIB)} KiB`;
-const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-const instr = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : `${num(x / 1e3)} k`);
+export const pct = (x: number): string => `${Math.round(x * 100)}%`;
+export const ratio = (r: Ratio): string => `${r.median.toFixed(3)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
+export const bytes = (x: number): string => `${num(x / KIB)} KiB`;
+export const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
+export const instr = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : `${num(x / 1e3)} k`);
 
 function loadShare(s: PeerSummary, generators: number): string {
   return generators === 1 ? pct(s.loadCpuShare) : `${pct(s.loadCpuShare)} (max ${pct(s.loadMaxCpuShare)})`;
@@ -609,7 +609,7 @@ function log(message: string): void {
 }
 
 /** The descriptors a process holding `connections` sockets needs, and the `ulimit -n` to ask for if the current one is short. */
-function fdLimitFor(connections: number): number | undefined {
+export function fdLimitFor(connections: number): number | undefined {
   const need = connections + FD_MARGIN;
   const { soft, hard } = fileLimits();
   if (soft >= need) return undefined;

@@ -15,7 +15,9 @@
  *   socket errors itself.
  *
  * With `WS_ECHO_CORRAL_DIR` set (see corral-build.ts), `corral` loads Corral compiled to
- * JavaScript from that directory instead of the workspace's TypeScript sources.
+ * JavaScript from that directory instead of the workspace's TypeScript sources. With
+ * `WS_ECHO_COMPRESS` set to JSON `{ "corral": ..., "ws": ... }` (bench/ws-deflate.ts), each server
+ * compresses: the value is corral's `compress` option and ws's `perMessageDeflate` (off when absent).
  *
  * Both listen on 127.0.0.1, port 0, and print `listening ws://127.0.0.1:<port>` first;
  * server-child.ts answers the load generator over IPC (CPU time, and memory after a full garbage
@@ -25,7 +27,7 @@
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { WebSocketHandler } from '@corral/websocket';
+import type { CompressOptions, WebSocketHandler } from '@corral/websocket';
 import { serve, type RunningServer } from './server-child.js';
 
 export type WsServerKind = 'corral' | 'ws';
@@ -42,6 +44,12 @@ const echo: WebSocketHandler<undefined> = {
 
 function ignore(): void {}
 
+/** This server's permessage-deflate setting from `WS_ECHO_COMPRESS`; undefined when off. */
+function compressionOf(kind: WsServerKind): unknown {
+  const env = process.env.WS_ECHO_COMPRESS;
+  return env ? (JSON.parse(env) as Partial<Record<WsServerKind, unknown>>)[kind] : undefined;
+}
+
 type ListenerModule = typeof import('@corral/listener');
 type WebSocketModule = typeof import('@corral/websocket');
 
@@ -55,7 +63,7 @@ async function startCorral(): Promise<RunningServer> {
     'bench-ws-echo',
     tcp,
     { socketOpts: { port: 0, host: HOST }, maxConnections: Infinity },
-    websocketProtocol(echo),
+    websocketProtocol(echo, { compress: compressionOf('corral') as CompressOptions['compress'] }),
     undefined,
   );
   const port = listener.getPort();
@@ -65,7 +73,7 @@ async function startCorral(): Promise<RunningServer> {
 
 async function startWs(): Promise<RunningServer> {
   const { WebSocketServer } = await import('ws');
-  const wss = new WebSocketServer({ port: 0, host: HOST, perMessageDeflate: false });
+  const wss = new WebSocketServer({ port: 0, host: HOST, perMessageDeflate: (compressionOf('ws') ?? false) as boolean | object });
   await new Promise<void>((resolve, reject) => {
     wss.once('error', reject);
     wss.once('listening', () => {
