@@ -728,7 +728,51 @@ describe('round trips', () => {
     }
     await Promise.resolve();
     expect(sender.compressing).toBe(false);
+    // Large messages with context takeover left a compressor kept for what follows, small
+    // messages included, until it is released; then small messages are inline again.
+    expect(sender.retainedBytes).toBeGreaterThan(256 * 1024);
+    expect(sender.compress(messages[0]!)).toBeInstanceOf(Promise);
+    await sender.compress(messages[0]!);
+    sender.release();
+    expect(sender.retainedBytes).toBe(0);
     expect(Buffer.isBuffer(sender.compress(messages[0]!))).toBe(true);
+    sender.close();
+  });
+
+  it('the kept compressor: any mix of sizes decodes with one inflater; dropped after releaseAfterIdle; close() ends a job in flight', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    try {
+      const sender = new PerMessageDeflate('server', DEFAULT_PARAMS, { releaseAfterIdle: 1000 });
+      const classic = new ClassicInflater(15);
+      try {
+        const sizes = [60_000, 10, 20_000, 500, 100_000, 3];
+        for (let i = 0; i < sizes.length; i++) {
+          const m = message(sizes[i]!, i, i % 2 === 0);
+          same(await classic.inflate(await sender.compress(m)), m);
+        }
+        expect(sender.retainedBytes).toBeGreaterThan(256 * 1024);
+        vi.advanceTimersByTime(1001);
+        expect(sender.retainedBytes).toBe(0);
+        // After the release, inline again, and the peer (which kept its window) still decodes.
+        const after = message(2000, 9, false);
+        const out = sender.compress(after);
+        expect(Buffer.isBuffer(out)).toBe(true);
+        same(await classic.inflate(out as Buffer), after);
+      } finally {
+        classic.close();
+      }
+      const limiter = zlibLimiter(DEFLATE_DEFAULTS.concurrency);
+      const busy = limiter.running;
+      const closing = new PerMessageDeflate('server', DEFAULT_PARAMS);
+      const first = closing.compress(message(50_000, 1, false));
+      const second = closing.compress(message(50_000, 2, false));
+      await first;
+      closing.close();
+      await expect(second).rejects.toMatchObject({ code: DeflateErrorCode.Closed });
+      expect(limiter.running).toBe(busy);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('inflations queue in call order when called back to back', async () => {
