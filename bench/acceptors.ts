@@ -23,16 +23,16 @@
  */
 
 import { readFileSync } from 'node:fs';
-import * as net from 'node:net';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism } from 'node:os';
 import * as tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import type { AcceptorServerKind, AcceptorUsage } from './lib/acceptor-server.js';
-import { cpuMicros, installExitHook, median, ServerProcess } from './lib/server-process.js';
-import { UsageError, intFlag, runIfMain, scenariosFlag } from './lib/cli.js';
+import { benchMain, RUN_FLAGS, intFlag, listFlag, parseFlags, runIfMain } from './lib/cli.js';
+import { loadAverage, log, machineMeta, num, pct, ratio, table as markdownTable } from './lib/report.js';
+import { byRound, cpuShare, measureRounds, median, pairedRatios, perSecond, rotation, timePass, warmupOf, type Ratio } from './lib/rounds.js';
+import { runBounded, ServerProcess } from './lib/server-process.js';
+import { concurrently, endAll, HOST, openConnections, pingPong, shortConnection } from './lib/tcp-load.js';
 
-const HOST = '127.0.0.1';
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/acceptor-server.ts', import.meta.url));
 const CA_FILE = new URL('../packages/listener/test/fixtures/tls/ca.crt', import.meta.url);
 
@@ -67,30 +67,16 @@ const USAGE = `Usage: pnpm bench acceptors [flags]
 `;
 
 export function parseOptions(args: string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        connections: { type: 'string' },
-        size: { type: 'string' },
-        messages: { type: 'string' },
-        connects: { type: 'string' },
-        handshakes: { type: 'string' },
-        concurrency: { type: 'string' },
-        rounds: { type: 'string' },
-        scenarios: { type: 'string' },
-        timeout: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const v = parsed.values;
-  if (v.help) throw new UsageError('');
-  const scenarios = scenariosFlag(v.scenarios, SCENARIOS);
+  const v = parseFlags(args, {
+    ...RUN_FLAGS,
+    connections: { type: 'string' },
+    size: { type: 'string' },
+    messages: { type: 'string' },
+    connects: { type: 'string' },
+    handshakes: { type: 'string' },
+    concurrency: { type: 'string' },
+  });
+  const scenarios = listFlag(v.scenarios, 'scenario', SCENARIOS);
   return {
     connections: intFlag(v, 'connections', 50, 1, 5_000),
     size: intFlag(v, 'size', 64, 1, 1024 * 1024),
@@ -108,63 +94,7 @@ export function parseOptions(args: string[]): Options {
 // ---------------------------------------------------------------------------------------------
 // Load
 
-function connectOne(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ port, host: HOST, noDelay: true });
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      socket.off('error', reject);
-      resolve(socket);
-    });
-  });
-}
-
-/** `count` round trips of `payload` on each socket, all sockets at once. */
-function pingPong(sockets: net.Socket[], payload: Buffer, count: number): Promise<void> {
-  return Promise.all(sockets.map((socket) => new Promise<void>((resolve, reject) => {
-    let left = count;
-    let got = 0;
-    const onData = (chunk: Buffer): void => {
-      got += chunk.length;
-      if (got < payload.length) return;
-      if (got > payload.length) return finish(new Error(`received ${got} bytes for a ${payload.length}-byte message`));
-      got = 0;
-      if (--left === 0) finish();
-      else socket.write(payload);
-    };
-    const onClose = (): void => finish(new Error('the server closed the connection'));
-    const finish = (err?: Error): void => {
-      socket.off('data', onData);
-      socket.off('error', finish);
-      socket.off('close', onClose);
-      socket.pause();
-      if (err === undefined) resolve();
-      else reject(err);
-    };
-    socket.on('data', onData);
-    socket.on('error', finish);
-    socket.on('close', onClose);
-    socket.resume();
-    socket.write(payload);
-  }))).then(() => undefined);
-}
-
 const ONE_BYTE = Buffer.from('x');
-
-/** Connect, send one byte, read it back, close first. */
-function shortConnection(port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ port, host: HOST, noDelay: true });
-    let echoed = false;
-    socket.once('error', reject);
-    socket.once('connect', () => socket.write(ONE_BYTE));
-    socket.once('data', () => {
-      echoed = true;
-      socket.end();
-    });
-    socket.once('close', () => (echoed ? resolve() : reject(new Error('closed before the echo'))));
-  });
-}
 
 /** A full TLS handshake (no session offered), one byte echoed, close first. */
 function handshake(port: number, context: tls.SecureContext): Promise<void> {
@@ -192,18 +122,6 @@ function handshake(port: number, context: tls.SecureContext): Promise<void> {
   });
 }
 
-/** `total` runs of `one`, `concurrency` at a time. */
-async function concurrently(total: number, concurrency: number, one: () => Promise<void>): Promise<void> {
-  let started = 0;
-  const worker = async (): Promise<void> => {
-    while (started < total) {
-      started++;
-      await one();
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, total) }, worker));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Measurement
 
@@ -221,7 +139,6 @@ interface ScenarioSpec {
 function scenarioSpecs(o: Options): ScenarioSpec[] {
   const payload = Buffer.alloc(o.size, 'p');
   const context = tls.createSecureContext({ ca: readFileSync(CA_FILE) });
-  const quarter = (n: number): number => Math.max(1, Math.ceil(n / 4));
   const specs: Record<Scenario, ScenarioSpec> = {
     'tcp-echo': {
       name: 'tcp-echo',
@@ -231,20 +148,10 @@ function scenarioSpecs(o: Options): ScenarioSpec[] {
       transport: 'tcp',
       units: o.connections * o.messages,
       async prepare(port, warmup) {
-        const sockets = await Promise.all(Array.from({ length: o.connections }, () => connectOne(port)));
+        const sockets = await openConnections(port, o.connections);
         // One round trip each first: every connection is served before the clock starts.
         await pingPong(sockets, payload, 1);
-        return {
-          run: () => pingPong(sockets, payload, warmup ? quarter(o.messages) : o.messages),
-          close: async () => {
-            await Promise.all(sockets.map((s) => new Promise<void>((resolve) => {
-              s.once('close', () => resolve());
-              s.on('error', () => {});
-              s.resume();
-              s.end();
-            })));
-          },
-        };
+        return { run: () => pingPong(sockets, payload, warmup ? warmupOf(o.messages) : o.messages), close: () => endAll(sockets) };
       },
     },
     'tcp-connect': {
@@ -255,7 +162,7 @@ function scenarioSpecs(o: Options): ScenarioSpec[] {
       transport: 'tcp',
       units: o.connects,
       async prepare(port, warmup) {
-        return { run: () => concurrently(warmup ? quarter(o.connects) : o.connects, o.concurrency, () => shortConnection(port)), close: async () => {} };
+        return { run: () => concurrently(warmup ? warmupOf(o.connects) : o.connects, o.concurrency, () => shortConnection(port)), close: async () => {} };
       },
     },
     'tls-handshake': {
@@ -266,7 +173,7 @@ function scenarioSpecs(o: Options): ScenarioSpec[] {
       transport: 'tls',
       units: o.handshakes,
       async prepare(port, warmup) {
-        return { run: () => concurrently(warmup ? quarter(o.handshakes) : o.handshakes, o.concurrency, () => handshake(port, context)), close: async () => {} };
+        return { run: () => concurrently(warmup ? warmupOf(o.handshakes) : o.handshakes, o.concurrency, () => handshake(port, context)), close: async () => {} };
       },
     },
   };
@@ -298,19 +205,13 @@ async function measure(spec: ScenarioSpec, server: ServerProcess<AcceptorServerK
   const opened = await server.usage() as AcceptorUsage;
   const { run, close } = await spec.prepare(server.port, false);
   try {
-    const before = await server.usage();
-    const load0 = process.cpuUsage();
-    const t0 = process.hrtime.bigint();
-    await run();
-    const t1 = process.hrtime.bigint();
-    const load = process.cpuUsage(load0);
-    const after = await server.usage();
+    const t = await timePass(server, run);
     return {
       scenario: spec.name, acceptors, round, units: spec.units,
-      wallMs: Number(t1 - t0) / 1e6,
-      serverCpuUs: cpuMicros(after.cpu) - cpuMicros(before.cpu),
-      loadCpuUs: cpuMicros(load),
-      busiestShare: busiestShare(opened, after as AcceptorUsage),
+      wallMs: t.wallMs,
+      serverCpuUs: t.serverCpuUs,
+      loadCpuUs: t.loadCpuUs,
+      busiestShare: busiestShare(opened, t.after as AcceptorUsage),
     };
   } finally {
     await close();
@@ -319,12 +220,6 @@ async function measure(spec: ScenarioSpec, server: ServerProcess<AcceptorServerK
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-interface Range {
-  median: number;
-  min: number;
-  max: number;
-}
 
 interface Summary {
   rate: number;
@@ -343,43 +238,30 @@ interface ScenarioResult {
   one: Summary;
   two: Summary;
   /** Per-round ratios, 2 acceptors over 1. */
-  rateRatio: Range;
-  cpuRatio: Range;
+  rateRatio: Ratio;
+  cpuRatio: Ratio;
   passes: Pass[];
 }
 
-const rate = (p: Pass): number => p.units / (p.wallMs / 1000);
+const rate = (p: Pass): number => perSecond(p.units, p.wallMs);
 const cpuPerUnit = (p: Pass): number => p.serverCpuUs / p.units;
 
 function summarize(spec: ScenarioSpec, passes: Pass[]): ScenarioResult {
-  const of = (n: 1 | 2): Pass[] => passes.filter((p) => p.acceptors === n).sort((a, b) => a.round - b.round);
+  const of = (n: 1 | 2): Pass[] => byRound(passes, (p) => p.acceptors === n);
   const summary = (ps: Pass[]): Summary => ({
     rate: median(ps.map(rate)),
     cpuPerUnit: median(ps.map(cpuPerUnit)),
-    serverCpuShare: median(ps.map((p) => p.serverCpuUs / 1000 / p.wallMs)),
-    loadCpuShare: median(ps.map((p) => p.loadCpuUs / 1000 / p.wallMs)),
+    serverCpuShare: median(ps.map((p) => cpuShare(p.serverCpuUs, p.wallMs))),
+    loadCpuShare: median(ps.map((p) => cpuShare(p.loadCpuUs, p.wallMs))),
     busiestShare: ps.every((p) => p.busiestShare !== undefined) ? median(ps.map((p) => p.busiestShare!)) : undefined,
   });
   const one = of(1);
   const two = of(2);
-  const ratios = (f: (p: Pass) => number): Range => {
-    const xs = two.map((p, i) => f(p) / f(one[i]!));
-    return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
-  };
   return {
     scenario: spec.name, label: spec.label, unit: spec.unit, cpuUnit: spec.cpuUnit,
-    one: summary(one), two: summary(two), rateRatio: ratios(rate), cpuRatio: ratios(cpuPerUnit), passes,
+    one: summary(one), two: summary(two), rateRatio: pairedRatios(two, one, rate), cpuRatio: pairedRatios(two, one, cpuPerUnit), passes,
   };
 }
-
-function num(x: number): string {
-  if (x >= 100) return Math.round(x).toLocaleString('en-US');
-  if (x >= 10) return x.toFixed(1);
-  return x.toFixed(2);
-}
-
-const pct = (x: number): string => `${Math.round(x * 100)}%`;
-const ratio = (r: Range): string => `${r.median.toFixed(3)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
 
 export function table(results: ScenarioResult[]): string {
   const header = ['scenario', 'numAcceptors 1', 'numAcceptors 2', '2 / 1', 'server CPU 1', 'server CPU 2', '2 / 1', 'server CPU share 1 / 2', 'load gen CPU share 1 / 2', 'busier worker\'s connections'];
@@ -395,24 +277,14 @@ export function table(results: ScenarioResult[]): string {
     `${pct(s.one.loadCpuShare)} / ${pct(s.two.loadCpuShare)}`,
     s.two.busiestShare === undefined ? '' : pct(s.two.busiestShare),
   ]);
-  const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+  return markdownTable(header, rows);
 }
 
 // ---------------------------------------------------------------------------------------------
 
-function log(message: string): void {
-  process.stderr.write(`${message}\n`);
-}
-
 export async function run(o: Options): Promise<{ results: ScenarioResult[]; meta: Record<string, unknown> }> {
   const meta = {
-    date: new Date().toISOString(),
-    node: process.version,
-    openssl: process.versions.openssl,
-    platform: `${process.platform} ${process.arch}`,
-    cores: availableParallelism(),
-    loadavgAtStart: loadavg().map((x) => Number(x.toFixed(2))),
+    ...machineMeta({ openssl: true }),
     options: { ...o },
   };
   const servers = new Map<AcceptorServerKind, ServerProcess<AcceptorServerKind>>();
@@ -436,15 +308,13 @@ export async function run(o: Options): Promise<{ results: ScenarioResult[]; meta
         await warm();
         await close();
       }
-      const passes: Pass[] = [];
-      for (let round = 1; round <= o.rounds; round++) {
-        for (const [n, s] of round % 2 === 1 ? pair : [...pair].reverse()) {
-          const p = await measure(spec, s, n, round);
-          passes.push(p);
+      const passes = await measureRounds(o.rounds, pair, ([n, s], round) => measure(spec, s, n, round), {
+        order: (xs, round) => rotation(xs, round - 1),
+        each: (p, [n], round) => {
           const spread = p.busiestShare === undefined ? '' : `, busier worker ${pct(p.busiestShare)} of the connections`;
-          log(`${spec.name} round ${round} numAcceptors ${n}: ${num(rate(p))} ${spec.unit}, ${num(cpuPerUnit(p))} ${spec.cpuUnit} server CPU, load gen ${pct(p.loadCpuUs / 1000 / p.wallMs)}${spread}, ${p.wallMs.toFixed(0)} ms`);
-        }
-      }
+          log(`${spec.name} round ${round} numAcceptors ${n}: ${num(rate(p))} ${spec.unit}, ${num(cpuPerUnit(p))} ${spec.cpuUnit} server CPU, load gen ${pct(cpuShare(p.loadCpuUs, p.wallMs))}${spread}, ${p.wallMs.toFixed(0)} ms`);
+        },
+      });
       results.push(summarize(spec, passes));
     }
     return { results, meta };
@@ -454,32 +324,13 @@ export async function run(o: Options): Promise<{ results: ScenarioResult[]; meta
 }
 
 /** Run with command-line flags; resolves to the exit code. */
-export async function main(args: string[]): Promise<number> {
-  let o: Options;
-  try {
-    o = parseOptions(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    if (err.message !== '') process.stderr.write(`${err.message}\n\n`);
-    process.stderr.write(USAGE);
-    return err.message === '' ? 0 : 2;
-  }
-  installExitHook();
-  // Bounded in time: past the deadline, give up (the exit hook kills the servers).
-  const deadline = setTimeout(() => {
-    log(`acceptors: aborted after ${o.timeoutS} s`);
-    process.exit(1);
-  }, o.timeoutS * 1000);
-  try {
-    log(`acceptors: Node ${process.version}, ${availableParallelism()} cores, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    const { results, meta } = await run(o);
-    process.stdout.write(`\nNode ${process.version}, OpenSSL ${process.versions.openssl}, ${availableParallelism()} cores, ${o.rounds} rounds, ${new Date().toISOString()}\n\n`);
-    process.stdout.write(`${table(results)}\n`);
-    if (o.json) process.stdout.write(`${JSON.stringify({ meta, results })}\n`);
-    return 0;
-  } finally {
-    clearTimeout(deadline);
-  }
-}
+export const main = benchMain(USAGE, parseOptions, (o) => runBounded('acceptors', o.timeoutS, async () => {
+  log(`acceptors: Node ${process.version}, ${availableParallelism()} cores, load average ${loadAverage()}`);
+  const { results, meta } = await run(o);
+  process.stdout.write(`\nNode ${process.version}, OpenSSL ${process.versions.openssl}, ${availableParallelism()} cores, ${o.rounds} rounds, ${new Date().toISOString()}\n\n`);
+  process.stdout.write(`${table(results)}\n`);
+  if (o.json) process.stdout.write(`${JSON.stringify({ meta, results })}\n`);
+  return 0;
+}));
 
 runIfMain(import.meta.url, 'acceptors', main);

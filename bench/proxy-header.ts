@@ -24,11 +24,12 @@
  * ratios mean anything.
  */
 
-import { availableParallelism, loadavg } from 'node:os';
-import { parseArgs } from 'node:util';
+import { availableParallelism } from 'node:os';
 import { buildProxyHeader, parseProxyHeader, type ProxyHeaderInput } from '@corral/listener';
 import peer from 'proxy-protocol-js';
-import { UsageError, intFlag, runIfMain } from './lib/cli.js';
+import { benchMain, intFlag, parseFlags, runIfMain } from './lib/cli.js';
+import { compareOps, keepSink } from './lib/op-rate.js';
+import { alignedTable, loadAverage, log, ops } from './lib/report.js';
 
 const BATCH = 256;
 
@@ -46,26 +47,15 @@ const USAGE = `Usage: pnpm bench proxy-header [flags]
 `;
 
 export function parseOptions(args: string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        rounds: { type: 'string' },
-        'sample-ms': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  if (parsed.values.help === true) throw new UsageError('');
+  const v = parseFlags(args, {
+    rounds: { type: 'string' },
+    'sample-ms': { type: 'string' },
+    json: { type: 'boolean' },
+  });
   return {
-    rounds: intFlag(parsed.values, 'rounds', 7, 3, 1000),
-    sampleMs: intFlag(parsed.values, 'sample-ms', 200, 10, 60_000),
-    json: parsed.values.json === true,
+    rounds: intFlag(v, 'rounds', 7, 3, 1000),
+    sampleMs: intFlag(v, 'sample-ms', 200, 10, 60_000),
+    json: v.json === true,
   };
 }
 
@@ -206,30 +196,6 @@ export function cases(): Case[] {
 // Measuring
 // ---------------------------------------------------------------------------------------------
 
-let sink = 0;
-
-/** Operations per second of `fn`, run in batches for at least `ms` milliseconds. */
-function sample(fn: () => number, ms: number): number {
-  const budget = BigInt(ms) * 1_000_000n;
-  const start = process.hrtime.bigint();
-  let ops = 0;
-  let elapsed = 0n;
-  let acc = 0;
-  do {
-    for (let i = 0; i < BATCH; i++) acc += fn();
-    ops += BATCH;
-    elapsed = process.hrtime.bigint() - start;
-  } while (elapsed < budget);
-  sink += acc;
-  return ops / (Number(elapsed) / 1e9);
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
 export interface Result {
   operation: string;
   input: string;
@@ -241,58 +207,18 @@ export interface Result {
 
 export function measure(c: Case, o: Options): Result {
   c.check();
-  sample(c.corral, o.sampleMs);
-  sample(c.peer, o.sampleMs);
-  const corral: number[] = [];
-  const other: number[] = [];
-  const ratios: number[] = [];
-  for (let r = 0; r < o.rounds; r++) {
-    let a: number;
-    let b: number;
-    if (r % 2 === 0) {
-      a = sample(c.corral, o.sampleMs);
-      b = sample(c.peer, o.sampleMs);
-    } else {
-      b = sample(c.peer, o.sampleMs);
-      a = sample(c.corral, o.sampleMs);
-    }
-    corral.push(a);
-    other.push(b);
-    ratios.push(a / b);
-  }
-  return { operation: c.operation, input: c.input, corralOps: median(corral), peerOps: median(other), ratio: median(ratios) };
-}
-
-function ops(n: number): string {
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(0)} k`;
-  return n.toFixed(0);
+  return { operation: c.operation, input: c.input, ...compareOps(c.corral, c.peer, o, BATCH) };
 }
 
 export function table(results: readonly Result[]): string {
-  const rows = [
+  return alignedTable([
     ['operation', 'input', 'corral ops/s', 'proxy-protocol-js ops/s', 'corral/peer'],
     ...results.map((r) => [r.operation, r.input, ops(r.corralOps), ops(r.peerOps), `${r.ratio.toFixed(2)}x`]),
-  ];
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  const line = (row: string[]): string =>
-    `| ${row.map((cell, i) => (i >= 2 ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join(' | ')} |`;
-  const rule = `| ${widths.map((w, i) => (i >= 2 ? `${'-'.repeat(w - 1)}:` : '-'.repeat(w))).join(' | ')} |`;
-  return [line(rows[0]!), rule, ...rows.slice(1).map(line)].join('\n');
+  ], 2);
 }
 
-export async function main(args: string[]): Promise<number> {
-  let o: Options;
-  try {
-    o = parseOptions(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    if (err.message !== '') process.stderr.write(`${err.message}\n\n`);
-    process.stderr.write(USAGE);
-    return err.message === '' ? 0 : 2;
-  }
-  const log = (line: string): void => void process.stderr.write(`${line}\n`);
-  log(`proxy-header: Node ${process.version}, ${availableParallelism()} cores, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+export const main = benchMain(USAGE, parseOptions, async (o) => {
+  log(`proxy-header: Node ${process.version}, ${availableParallelism()} cores, load average ${loadAverage()}`);
   const results: Result[] = [];
   for (const c of cases()) {
     const r = measure(c, o);
@@ -302,9 +228,8 @@ export async function main(args: string[]): Promise<number> {
   process.stdout.write(`\nNode ${process.version}, ${availableParallelism()} cores, ${o.rounds} rounds of ${o.sampleMs} ms, ${new Date().toISOString()}\n\n`);
   process.stdout.write(`${table(results)}\n`);
   if (o.json) process.stdout.write(`${JSON.stringify({ node: process.version, options: o, results })}\n`);
-  // Keeps the results of every call alive, so none of them can be optimised away.
-  if (sink === Number.MIN_VALUE) process.stdout.write('\n');
+  keepSink();
   return 0;
-}
+});
 
 runIfMain(import.meta.url, 'proxy-header', main);

@@ -29,17 +29,18 @@
  * median of the per-round ratios. The machine is shared and noisy: only the ratios mean anything.
  */
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg } from 'node:os';
-import { join, resolve } from 'node:path';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchMain, RUN_FLAGS, choiceFlag, intFlag, listFlag, parseFlags, runIfMain, UsageError } from './lib/cli.js';
+import { collectProfile, CPU_PROF_FLAGS, cpuProfOptions, profilesHint, writeWindows } from './lib/cpu-prof.js';
+import { loadAverage, log, machineMeta, num, pct, ratio as ratioCell, table as markdownTable } from './lib/report.js';
+import { byRound, cpuShare, measureRounds, median, pairedRatios, perSecond, rotation, timePass, warmupOf, type Ratio } from './lib/rounds.js';
+import { cpuMicros, runBounded, ServerProcess } from './lib/server-process.js';
+import { concurrently, HOST } from './lib/tcp-load.js';
 import type { TlsServerKind } from './lib/tls-server.js';
-import { collectProfile, cpuMicros, installExitHook, median, ServerProcess } from './lib/server-process.js';
-import { UsageError, intFlag, runIfMain } from './lib/cli.js';
 
-const HOST = '127.0.0.1';
 const SERVER_NAME = 'localhost';
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/tls-server.ts', import.meta.url));
 const CA_FILE = new URL('../packages/listener/test/fixtures/tls/ca.crt', import.meta.url);
@@ -82,55 +83,28 @@ const USAGE = `Usage: pnpm bench tls-handshake [flags]
   --json            also print the results as one line of JSON after the table
 `;
 
-function listFlag<T extends string>(raw: string | undefined, name: string, all: readonly T[]): T[] {
-  if (raw === undefined) return [...all];
-  const names = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  for (const n of names) {
-    if (!(all as readonly string[]).includes(n)) throw new UsageError(`unknown ${name} ${n}; choose from ${all.join(', ')}`);
-  }
-  if (names.length === 0) throw new UsageError(`--${name}s is empty`);
-  return all.filter((s) => names.includes(s));
-}
-
 export function parseOptions(args: string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        handshakes: { type: 'string' },
-        concurrency: { type: 'string' },
-        rounds: { type: 'string' },
-        scenarios: { type: 'string' },
-        servers: { type: 'string' },
-        tls: { type: 'string' },
-        timeout: { type: 'string' },
-        'cpu-prof': { type: 'string' },
-        'cpu-prof-interval': { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const v = parsed.values;
-  if (v.help) throw new UsageError('');
+  const v = parseFlags(args, {
+    ...RUN_FLAGS,
+    handshakes: { type: 'string' },
+    concurrency: { type: 'string' },
+    servers: { type: 'string' },
+    tls: { type: 'string' },
+    ...CPU_PROF_FLAGS,
+  });
   const servers = listFlag(v.servers, 'server', SERVERS);
   if (!servers.includes('raw') || servers.length < 2) throw new UsageError('--servers must include raw (the peer) and at least one other server');
-  const version = v.tls ?? 'TLSv1.3';
-  if (!(VERSIONS as readonly string[]).includes(version)) throw new UsageError(`--tls must be ${VERSIONS.join(' or ')}, got ${version}`);
+  const version = choiceFlag(v, 'tls', VERSIONS, 'TLSv1.3');
   return {
     handshakes: intFlag(v, 'handshakes', 500, 1, 100_000),
     concurrency: intFlag(v, 'concurrency', 16, 1, 1_000),
     rounds: intFlag(v, 'rounds', 9, 3, 50),
     scenarios: listFlag(v.scenarios, 'scenario', SCENARIOS),
     servers,
-    version: version as Version,
+    version,
     timeoutS: intFlag(v, 'timeout', 300, 1, 3_600),
     json: v.json,
-    cpuProf: v['cpu-prof'] === undefined ? undefined : resolve(v['cpu-prof']),
-    cpuProfIntervalUs: intFlag(v, 'cpu-prof-interval', 1000, 10, 1_000_000),
+    ...cpuProfOptions(v),
   };
 }
 
@@ -184,16 +158,8 @@ function handshakeOnce(port: number, client: Client, check: boolean): Promise<vo
 }
 
 /** `total` handshakes, `concurrency` at a time; the first one of the pass is checked. */
-async function handshakes(port: number, client: Client, total: number, concurrency: number): Promise<void> {
-  let started = 0;
-  const worker = async (): Promise<void> => {
-    while (started < total) {
-      const check = started === 0;
-      started++;
-      await handshakeOnce(port, client, check);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, total) }, worker));
+function handshakes(port: number, client: Client, total: number, concurrency: number): Promise<void> {
+  return concurrently(total, concurrency, (i) => handshakeOnce(port, client, i === 0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -227,34 +193,22 @@ function scenarioSpecs(o: Options): ScenarioSpec[] {
 }
 
 async function measure(spec: ScenarioSpec, server: ServerProcess<TlsServerKind>, client: Client, total: number, round: number): Promise<Pass> {
-  const before = await server.usage();
-  const load0 = process.cpuUsage();
-  const t0 = process.hrtime.bigint();
-  await handshakes(server.port, client, total, spec.concurrency);
-  const t1 = process.hrtime.bigint();
-  const load = process.cpuUsage(load0);
-  const after = await server.usage();
+  const t = await timePass(server, () => handshakes(server.port, client, total, spec.concurrency));
   return {
     scenario: spec.name,
     peer: server.kind,
     round,
     handshakes: total,
-    wallMs: Number(t1 - t0) / 1e6,
-    serverCpuUs: cpuMicros(after.cpu) - cpuMicros(before.cpu),
-    loadCpuUs: cpuMicros(load),
-    startUs: Number(t0 / 1000n),
-    endUs: Number(t1 / 1000n),
+    wallMs: t.wallMs,
+    serverCpuUs: t.serverCpuUs,
+    loadCpuUs: t.loadCpuUs,
+    startUs: t.startUs,
+    endUs: t.endUs,
   };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-interface Range {
-  median: number;
-  min: number;
-  max: number;
-}
 
 interface ServerResult {
   server: TlsServerKind;
@@ -267,8 +221,8 @@ interface ServerResult {
   /** Median client CPU time as a share of wall time. */
   loadCpuShare: number;
   /** Median of the per-round ratios to raw, and their range (undefined for raw itself). */
-  rateRatio: Range | undefined;
-  cpuRatio: Range | undefined;
+  rateRatio: Ratio | undefined;
+  cpuRatio: Ratio | undefined;
 }
 
 interface ScenarioResult {
@@ -278,16 +232,12 @@ interface ScenarioResult {
   passes: Pass[];
 }
 
-const rateOf = (p: Pass): number => p.handshakes / (p.wallMs / 1000);
+const rateOf = (p: Pass): number => perSecond(p.handshakes, p.wallMs);
 const cpuOf = (p: Pass): number => p.serverCpuUs / p.handshakes;
 
 function summarize(spec: ScenarioSpec, servers: readonly TlsServerKind[], passes: Pass[]): ScenarioResult {
-  const of = (kind: TlsServerKind): Pass[] => passes.filter((p) => p.peer === kind).sort((a, b) => a.round - b.round);
+  const of = (kind: TlsServerKind): Pass[] => byRound(passes, (p) => p.peer === kind);
   const raw = of('raw');
-  const ratios = (ps: Pass[], f: (p: Pass) => number): Range => {
-    const xs = ps.map((p, i) => f(p) / f(raw[i]!));
-    return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
-  };
   return {
     scenario: spec.name,
     label: spec.label,
@@ -297,25 +247,18 @@ function summarize(spec: ScenarioSpec, servers: readonly TlsServerKind[], passes
         server,
         rate: median(ps.map(rateOf)),
         cpuPerHandshake: median(ps.map(cpuOf)),
-        serverCpuShare: median(ps.map((p) => p.serverCpuUs / 1000 / p.wallMs)),
-        loadCpuShare: median(ps.map((p) => p.loadCpuUs / 1000 / p.wallMs)),
-        rateRatio: server === 'raw' ? undefined : ratios(ps, rateOf),
-        cpuRatio: server === 'raw' ? undefined : ratios(ps, cpuOf),
+        serverCpuShare: median(ps.map((p) => cpuShare(p.serverCpuUs, p.wallMs))),
+        loadCpuShare: median(ps.map((p) => cpuShare(p.loadCpuUs, p.wallMs))),
+        rateRatio: server === 'raw' ? undefined : pairedRatios(ps, raw, rateOf),
+        cpuRatio: server === 'raw' ? undefined : pairedRatios(ps, raw, cpuOf),
       };
     }),
     passes,
   };
 }
 
-function num(x: number): string {
-  if (x >= 100) return Math.round(x).toLocaleString('en-US');
-  if (x >= 10) return x.toFixed(1);
-  return x.toFixed(2);
-}
-
-const pct = (x: number): string => `${Math.round(x * 100)}%`;
-const ratio = (r: Range | undefined): string =>
-  (r === undefined ? '1' : `${r.median.toFixed(3)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})`);
+/** Raw's own ratio to itself is 1. */
+const ratio = (r: Ratio | undefined): string => (r === undefined ? '1' : ratioCell(r));
 
 export function table(results: ScenarioResult[]): string {
   const header = ['scenario', 'server', 'handshakes/s', '/raw', 'server CPU per handshake', '/raw', 'server CPU share', 'client CPU share'];
@@ -329,30 +272,14 @@ export function table(results: ScenarioResult[]): string {
     pct(r.serverCpuShare),
     pct(r.loadCpuShare),
   ]));
-  const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+  return markdownTable(header, rows);
 }
 
 // ---------------------------------------------------------------------------------------------
 
-function log(message: string): void {
-  process.stderr.write(`${message}\n`);
-}
-
-/** The servers in round `round`'s order: the list rotated by one place per round. */
-function rotation<T>(xs: readonly T[], round: number): T[] {
-  const k = round % xs.length;
-  return [...xs.slice(k), ...xs.slice(0, k)];
-}
-
 export async function run(o: Options): Promise<{ results: ScenarioResult[]; meta: Record<string, unknown> }> {
   const meta = {
-    date: new Date().toISOString(),
-    node: process.version,
-    openssl: process.versions.openssl,
-    platform: `${process.platform} ${process.arch}`,
-    cores: availableParallelism(),
-    loadavgAtStart: loadavg().map((x) => Number(x.toFixed(2))),
+    ...machineMeta({ openssl: true }),
     options: { ...o },
     /** Each server's CPU time over its whole life (start-up and warm-up included), from its exit message. */
     serverLifetimeCpuUs: {} as Partial<Record<TlsServerKind, number>>,
@@ -362,25 +289,17 @@ export async function run(o: Options): Promise<{ results: ScenarioResult[]; meta
   const servers: ServerProcess<TlsServerKind>[] = [];
   try {
     for (const kind of o.servers) servers.push(await ServerProcess.start(SERVER_SCRIPT, kind, o));
-    const warmup = Math.max(1, Math.ceil(o.handshakes / 4));
+    const warmup = warmupOf(o.handshakes);
     const results: ScenarioResult[] = [];
     for (const spec of scenarioSpecs(o)) {
       for (const server of servers) await handshakes(server.port, client, warmup, spec.concurrency);
-      const passes: Pass[] = [];
-      for (let round = 1; round <= o.rounds; round++) {
-        for (const server of rotation(servers, round - 1)) {
-          const p = await measure(spec, server, client, o.handshakes, round);
-          passes.push(p);
-          log(`${spec.name} round ${round} ${p.peer}: ${num(rateOf(p))} handshakes/s, ${num(cpuOf(p))} µs server CPU each, ${p.wallMs.toFixed(0)} ms`);
-        }
-      }
+      const passes = await measureRounds(o.rounds, servers, (server, round) => measure(spec, server, client, o.handshakes, round), {
+        order: (xs, round) => rotation(xs, round - 1),
+        each: (p, _, round) => log(`${spec.name} round ${round} ${p.peer}: ${num(rateOf(p))} handshakes/s, ${num(cpuOf(p))} µs server CPU each, ${p.wallMs.toFixed(0)} ms`),
+      });
       results.push(summarize(spec, o.servers, passes));
     }
-    if (o.cpuProf !== undefined) {
-      // The measured passes, so a profile can be cut down to them (bench/lib/cpuprofile-top.ts --windows).
-      const windows = results.flatMap((r) => r.passes.map(({ scenario, peer, round, startUs, endUs }) => ({ scenario, peer, round, startUs, endUs })));
-      writeFileSync(join(o.cpuProf, 'windows.json'), `${JSON.stringify(windows, null, 1)}\n`);
-    }
+    if (o.cpuProf !== undefined) writeWindows(o.cpuProf, results.flatMap((r) => r.passes));
     return { results, meta };
   } finally {
     await Promise.all(servers.map((s) => s.stop().catch(() => s.kill())));
@@ -390,36 +309,14 @@ export async function run(o: Options): Promise<{ results: ScenarioResult[]; meta
 }
 
 /** Run with command-line flags; resolves to the exit code. */
-export async function main(args: string[]): Promise<number> {
-  let o: Options;
-  try {
-    o = parseOptions(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    if (err.message !== '') process.stderr.write(`${err.message}\n\n`);
-    process.stderr.write(USAGE);
-    return err.message === '' ? 0 : 2;
-  }
-  installExitHook();
-  // Bounded in time: past the deadline, give up (the exit hook kills the servers).
-  const deadline = setTimeout(() => {
-    log(`tls-handshake: aborted after ${o.timeoutS} s`);
-    process.exit(1);
-  }, o.timeoutS * 1000);
-  try {
-    log(`tls-handshake: Node ${process.version} (OpenSSL ${process.versions.openssl}), ${availableParallelism()} cores, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    const { results, meta } = await run(o);
-    process.stdout.write(`\nNode ${process.version}, OpenSSL ${process.versions.openssl}, ${o.version}, ${availableParallelism()} cores, ${o.rounds} rounds, ${new Date().toISOString()}\n\n`);
-    process.stdout.write(`${table(results)}\n`);
-    if (o.cpuProf !== undefined) {
-      const files = o.servers.map((k) => join(o.cpuProf!, `${k}.cpuprofile`)).join(' ');
-      process.stdout.write(`\nCPU profiles of the measured passes:\n  node_modules/.bin/tsx bench/lib/cpuprofile-top.ts --windows ${join(o.cpuProf, 'windows.json')} ${files}\n`);
-    }
-    if (o.json) process.stdout.write(`${JSON.stringify({ meta, results })}\n`);
-    return 0;
-  } finally {
-    clearTimeout(deadline);
-  }
-}
+export const main = benchMain(USAGE, parseOptions, (o) => runBounded('tls-handshake', o.timeoutS, async () => {
+  log(`tls-handshake: Node ${process.version} (OpenSSL ${process.versions.openssl}), ${availableParallelism()} cores, load average ${loadAverage()}`);
+  const { results, meta } = await run(o);
+  process.stdout.write(`\nNode ${process.version}, OpenSSL ${process.versions.openssl}, ${o.version}, ${availableParallelism()} cores, ${o.rounds} rounds, ${new Date().toISOString()}\n\n`);
+  process.stdout.write(`${table(results)}\n`);
+  if (o.cpuProf !== undefined) process.stdout.write(profilesHint(o.cpuProf, o.servers));
+  if (o.json) process.stdout.write(`${JSON.stringify({ meta, results })}\n`);
+  return 0;
+}));
 
 runIfMain(import.meta.url, 'tls-handshake', main);

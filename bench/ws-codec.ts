@@ -30,13 +30,16 @@
  */
 
 import { createRequire } from 'node:module';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { FrameParser, Opcode, encodeFrame } from '../packages/websocket/src/frame.js';
 import { mask, maskBackend, maskImplementations, unmask } from '../packages/websocket/src/mask.js';
 import { Utf8Validator, isValidUtf8 } from '../packages/websocket/src/utf8.js';
-import { UsageError, intFlag, runIfMain } from './lib/cli.js';
+import { benchMain, intFlag, parseFlags, runIfMain, UsageError } from './lib/cli.js';
+import { maskedFrame } from './lib/ws-frame.js';
+import { compareOps, keepSink, sample } from './lib/op-rate.js';
+import { alignedTable, loadAverage, log, ops as opsCell } from './lib/report.js';
+import { median } from './lib/rounds.js';
 
 const require = createRequire(import.meta.url);
 const wsDir = dirname(require.resolve('ws'));
@@ -88,32 +91,21 @@ const USAGE = `Usage: pnpm bench ws-codec [flags]
 `;
 
 export function parseOptions(args: string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        rounds: { type: 'string' },
-        'sample-ms': { type: 'string' },
-        only: { type: 'string' },
-        match: { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  if (parsed.values.help === true) throw new UsageError('');
-  const only = new Set((parsed.values.only ?? GROUPS.join(',')).split(',').map((s) => s.trim()).filter((s) => s !== ''));
+  const v = parseFlags(args, {
+    rounds: { type: 'string' },
+    'sample-ms': { type: 'string' },
+    only: { type: 'string' },
+    match: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  const only = new Set((v.only ?? GROUPS.join(',')).split(',').map((s) => s.trim()).filter((s) => s !== ''));
   for (const g of only) if (!GROUPS.includes(g)) throw new UsageError(`--only: unknown group ${g}`);
   return {
-    rounds: intFlag(parsed.values, 'rounds', 5, 3, 1000),
-    sampleMs: intFlag(parsed.values, 'sample-ms', 200, 10, 60_000),
+    rounds: intFlag(v, 'rounds', 5, 3, 1000),
+    sampleMs: intFlag(v, 'sample-ms', 200, 10, 60_000),
     only,
-    match: parsed.values.match ?? '',
-    json: parsed.values.json === true,
+    match: v.match ?? '',
+    json: v.json === true,
   };
 }
 
@@ -152,25 +144,7 @@ const ascii = (n: number): Buffer => Buffer.alloc(n, 0x61);
 const KEY = Buffer.from([0x37, 0xfa, 0x21, 0x3d]);
 
 /** A masked client frame, built by hand. */
-function clientFrame(opcode: number, payload: Buffer): Buffer {
-  const n = payload.length;
-  const ext = n < 126 ? 0 : n < 65536 ? 2 : 8;
-  const h = Buffer.alloc(2 + ext + 4);
-  h[0] = 0x80 | opcode;
-  if (ext === 0) h[1] = 0x80 | n;
-  else if (ext === 2) {
-    h[1] = 0x80 | 126;
-    h.writeUInt16BE(n, 2);
-  } else {
-    h[1] = 0x80 | 127;
-    h.writeUInt32BE(Math.floor(n / 2 ** 32), 2);
-    h.writeUInt32BE(n >>> 0, 6);
-  }
-  KEY.copy(h, 2 + ext);
-  const body = Buffer.from(payload);
-  for (let i = 0; i < n; i++) body[i] = body[i]! ^ KEY[i & 3]!;
-  return Buffer.concat([h, body]);
-}
+const clientFrame = (opcode: number, payload: Buffer): Buffer => maskedFrame(0x80 | opcode, payload, KEY);
 
 // ---------------------------------------------------------------------------------------------
 // Cases
@@ -413,30 +387,6 @@ export function cases(only: Set<string>): Case[] {
 // Measuring
 // ---------------------------------------------------------------------------------------------
 
-let sink = 0;
-
-/** Operations per second of `fn`, run in batches for at least `ms` milliseconds. */
-function sample(fn: () => number, ms: number, batch: number): number {
-  const budget = BigInt(ms) * 1_000_000n;
-  const start = process.hrtime.bigint();
-  let ops = 0;
-  let elapsed = 0n;
-  let acc = 0;
-  do {
-    for (let i = 0; i < batch; i++) acc += fn();
-    ops += batch;
-    elapsed = process.hrtime.bigint() - start;
-  } while (elapsed < budget);
-  sink += acc;
-  return ops / (Number(elapsed) / 1e9);
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
 export interface Result {
   group: string;
   input: string;
@@ -454,27 +404,7 @@ function batchFor(bytesPerOp: number): number {
 
 export function measure(c: Case, o: Options): Result {
   c.check();
-  const batch = batchFor(c.bytes);
-  sample(c.corral, o.sampleMs, batch);
-  sample(c.peer, o.sampleMs, batch);
-  const mine: number[] = [];
-  const theirs: number[] = [];
-  const ratios: number[] = [];
-  for (let r = 0; r < o.rounds; r++) {
-    let a: number;
-    let b: number;
-    if (r % 2 === 0) {
-      a = sample(c.corral, o.sampleMs, batch);
-      b = sample(c.peer, o.sampleMs, batch);
-    } else {
-      b = sample(c.peer, o.sampleMs, batch);
-      a = sample(c.corral, o.sampleMs, batch);
-    }
-    mine.push(a);
-    theirs.push(b);
-    ratios.push(a / b);
-  }
-  return { group: c.group, input: c.input, bytes: c.bytes, corralOps: median(mine), peerOps: median(theirs), ratio: median(ratios) };
+  return { group: c.group, input: c.input, bytes: c.bytes, ...compareOps(c.corral, c.peer, o, batchFor(c.bytes)) };
 }
 
 export interface BackendResult {
@@ -507,22 +437,10 @@ export function measureBackends(o: Options): BackendResult[] {
   return out;
 }
 
-function ops(n: number): string {
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
-  return n.toFixed(0);
-}
-
-function renderTable(rows: string[][], rightFrom: number): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  const line = (row: string[]): string =>
-    `| ${row.map((cell, i) => (i >= rightFrom ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join(' | ')} |`;
-  const rule = `| ${widths.map((w, i) => (i >= rightFrom ? `${'-'.repeat(w - 1)}:` : '-'.repeat(w))).join(' | ')} |`;
-  return [line(rows[0]!), rule, ...rows.slice(1).map(line)].join('\n');
-}
+const ops = (n: number): string => opsCell(n, 1);
 
 export function table(results: readonly Result[]): string {
-  return renderTable(
+  return alignedTable(
     [
       ['group', 'input', 'corral ops/s', 'ws ops/s', 'corral MB/s', 'ws MB/s', 'corral/ws'],
       ...results.map((r) => [
@@ -541,7 +459,7 @@ export function table(results: readonly Result[]): string {
 
 export function backendTable(results: readonly BackendResult[]): string {
   const names = Object.keys(results[0]?.gbps ?? {});
-  return renderTable(
+  return alignedTable(
     [
       ['bytes', ...names.map((n) => `${n} GB/s`)],
       ...results.map((r) => [String(r.size), ...names.map((n) => (r.gbps[n] === undefined ? '-' : r.gbps[n]!.toFixed(2)))]),
@@ -550,19 +468,9 @@ export function backendTable(results: readonly BackendResult[]): string {
   );
 }
 
-export async function main(args: string[]): Promise<number> {
-  let o: Options;
-  try {
-    o = parseOptions(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    if (err.message !== '') process.stderr.write(`${err.message}\n\n`);
-    process.stderr.write(USAGE);
-    return err.message === '' ? 0 : 2;
-  }
-  const log = (line: string): void => void process.stderr.write(`${line}\n`);
+export const main = benchMain(USAGE, parseOptions, async (o) => {
   const env = `Node ${process.version}, ${availableParallelism()} cores, corral masking: ${maskBackend}, ws bufferutil: ${wsHasBufferutil ? 'yes' : 'no'}`;
-  log(`ws-codec: ${env}, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  log(`ws-codec: ${env}, load average ${loadAverage()}`);
   const results: Result[] = [];
   for (const c of cases(o.only).filter((k) => k.input.includes(o.match))) {
     const r = measure(c, o);
@@ -576,9 +484,8 @@ export async function main(args: string[]): Promise<number> {
     process.stdout.write(`\nCorral's masking implementations alone (in place, odd offset):\n\n${backendTable(backends)}\n`);
   }
   if (o.json) process.stdout.write(`${JSON.stringify({ node: process.version, maskBackend, options: { ...o, only: [...o.only] }, results, backends })}\n`);
-  // Keeps the results of every call alive, so none of them can be optimised away.
-  if (sink === Number.MIN_VALUE) process.stdout.write('\n');
+  keepSink();
   return 0;
-}
+});
 
 runIfMain(import.meta.url, 'ws-codec', main);

@@ -7,8 +7,8 @@
  *
  * The servers are ws-echo's (bench/lib/ws-echo-server.ts, compression switched on through
  * `WS_ECHO_COMPRESS`), each in its own child process; the load comes from child processes
- * running bench/lib/ws-deflate-load.ts, driven with ws-echo's LoadProcess. The client offers one
- * set of parameters (`--offer`) and checks that both servers accept exactly those. Scenarios:
+ * running bench/lib/ws-deflate-load.ts, driven with bench/lib/load-process.ts. The client offers
+ * one set of parameters (`--offer`) and checks that both servers accept exactly those. Scenarios:
  *
  * - `json-1k`, `json-16k`, `json-64k`: ping-pong of JSON-like text messages of 1, 16 and 64 KiB
  *   (bench/lib/ws-deflate-messages.ts), sent compressed and echoed compressed, over
@@ -25,20 +25,19 @@
  * times ws's.
  */
 
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { UsageError, intFlag, runIfMain, scenariosFlag } from './lib/cli.js';
+import { benchMain, RUN_FLAGS, choiceFlag, intFlag, listFlag, parseFlags, runIfMain, UsageError } from './lib/cli.js';
 import { buildCorral } from './lib/corral-build.js';
+import { LoadProcess, type RequestBody } from './lib/load-process.js';
 import { perfAvailable, PerfCounter, type InstructionCounts } from './lib/perf-counter.js';
+import { bytes, instr, loadAverage, log, machineMeta, num, pct, ratio, table } from './lib/report.js';
+import { byRound, cpuShare, measureRounds, median, pairedRatios, perSecond, rotation, timePass, warmupOf, type Ratio } from './lib/rounds.js';
 import type { UsageMessage } from './lib/server-child.js';
-import { cpuMicros, fileLimits, installExitHook, median, ServerProcess, type ServerProcessOptions } from './lib/server-process.js';
+import { cpuMicros, fdLimitFor, memoryOf, runBounded, ServerProcess, type ServerProcessOptions } from './lib/server-process.js';
 import type { DeflateLoadReply } from './lib/ws-deflate-load.js';
 import { OFFER, OFFERS, poolSize, buildPool, type OfferKind } from './lib/ws-deflate-messages.js';
 import type { WsServerKind } from './lib/ws-echo-server.js';
-import {
-  bytes, fdLimitFor, instr, line, LoadProcess, num, pct, ratio, ratios, type Ratio, type RequestBody,
-} from './ws-echo.js';
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/ws-echo-server.ts', import.meta.url));
 const LOAD_SCRIPT = fileURLToPath(new URL('./lib/ws-deflate-load.ts', import.meta.url));
@@ -95,41 +94,25 @@ ${OFFERS.map((k) => `                      ${k}: ${OFFER[k].describe}`).join('\n
 `;
 
 export function parseOptions(args: string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        connections: { type: 'string' },
-        window: { type: 'string' },
-        'messages-1k': { type: 'string' },
-        'messages-16k': { type: 'string' },
-        'messages-64k': { type: 'string' },
-        idle: { type: 'string' },
-        'idle-wait': { type: 'string' },
-        offer: { type: 'string' },
-        level: { type: 'string' },
-        corral: { type: 'string' },
-        perf: { type: 'string' },
-        rounds: { type: 'string' },
-        scenarios: { type: 'string' },
-        timeout: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const v = parsed.values;
-  if (v.help) throw new UsageError('');
+  const v = parseFlags(args, {
+    ...RUN_FLAGS,
+    connections: { type: 'string' },
+    window: { type: 'string' },
+    'messages-1k': { type: 'string' },
+    'messages-16k': { type: 'string' },
+    'messages-64k': { type: 'string' },
+    idle: { type: 'string' },
+    'idle-wait': { type: 'string' },
+    offer: { type: 'string' },
+    level: { type: 'string' },
+    corral: { type: 'string' },
+    perf: { type: 'string' },
+  });
   const offer = (v.offer ?? 'default') as OfferKind;
   if (!OFFERS.includes(offer)) throw new UsageError(`--offer must be one of ${OFFERS.join(', ')}, got ${offer}`);
   const level = v.level === undefined || v.level === 'default' ? 'default' : intFlag(v, 'level', 1, 0, 9);
-  const corral = v.corral ?? 'built';
-  if (corral !== 'built' && corral !== 'src') throw new UsageError(`--corral must be built or src, got ${corral}`);
-  const perf = v.perf ?? 'auto';
-  if (perf !== 'auto' && perf !== 'on' && perf !== 'off') throw new UsageError(`--perf must be auto, on or off, got ${perf}`);
+  const corral = choiceFlag(v, 'corral', ['built', 'src'], 'built');
+  const perf = choiceFlag(v, 'perf', ['auto', 'on', 'off'], 'auto');
   return {
     connections: intFlag(v, 'connections', 100, 1, 5_000),
     window: intFlag(v, 'window', 1, 1, 64),
@@ -145,7 +128,7 @@ export function parseOptions(args: string[]): Options {
     corral,
     perf,
     rounds: intFlag(v, 'rounds', 3, 3, 50),
-    scenarios: scenariosFlag(v.scenarios, SCENARIOS),
+    scenarios: listFlag(v.scenarios, 'scenario', SCENARIOS),
     timeoutS: intFlag(v, 'timeout', 900, 1, 3_600),
     json: v.json,
   };
@@ -155,10 +138,6 @@ export function parseOptions(args: string[]): Options {
 function compressionEnv(level: Options['level']): string {
   if (level === 'default') return JSON.stringify({ corral: true, ws: true });
   return JSON.stringify({ corral: { level }, ws: { zlibDeflateOptions: { level } } });
-}
-
-function log(message: string): void {
-  process.stderr.write(`${message}\n`);
 }
 
 async function request(gen: LoadProcess, body: RequestBody): Promise<DeflateLoadReply> {
@@ -223,10 +202,9 @@ interface PingPongResult {
 
 /** The medians of `f` for each server and the median of its per-round ratios. */
 function compare<P extends { peer: WsServerKind; round: number }>(items: P[], f: (p: P) => number): Metric {
-  const of = (peer: WsServerKind): P[] => items.filter((p) => p.peer === peer).sort((a, b) => a.round - b.round);
-  const c = of('corral');
-  const w = of('ws');
-  return { corral: median(c.map(f)), ws: median(w.map(f)), ratio: ratios(c.map((p, i) => f(p) / f(w[i]!))) };
+  const c = byRound(items, (p) => p.peer === 'corral');
+  const w = byRound(items, (p) => p.peer === 'ws');
+  return { corral: median(c.map(f)), ws: median(w.map(f)), ratio: pairedRatios(c, w, f) };
 }
 
 async function pingPongPass(
@@ -243,24 +221,20 @@ async function pingPongPass(
       return { scenario, peer: server.kind, round, messages: 0, wallMs: 0, serverCpuUs: 0, loadCpuUs: 0, instructions: undefined, wireIn: 0, wireOut: 0, contextSwitches: 0, extensions };
     }
     const counter = perf ? await PerfCounter.attach(server.pid!) : undefined;
-    const before = await server.usage();
-    const t0 = process.hrtime.bigint();
-    const load = await request(gen, exchange(size, messages, o.window, false));
-    const t1 = process.hrtime.bigint();
-    const after = await server.usage();
+    const t = await timePass(server, () => request(gen, exchange(size, messages, o.window, false)));
     const instructions = await counter?.stop();
     return {
       scenario,
       peer: server.kind,
       round,
       messages: messages * o.connections,
-      wallMs: Number(t1 - t0) / 1e6,
-      serverCpuUs: cpuMicros(after.cpu) - cpuMicros(before.cpu),
-      loadCpuUs: cpuMicros(load.cpu),
+      wallMs: t.wallMs,
+      serverCpuUs: t.serverCpuUs,
+      loadCpuUs: cpuMicros(t.result.cpu),
       instructions,
-      wireIn: load.wireIn,
-      wireOut: load.wireOut,
-      contextSwitches: switches(after) - switches(before),
+      wireIn: t.result.wireIn,
+      wireOut: t.result.wireOut,
+      contextSwitches: switches(t.after) - switches(t.before),
       extensions,
     };
   } finally {
@@ -269,7 +243,7 @@ async function pingPongPass(
 }
 
 const switches = (u: UsageMessage): number => u.ru.voluntaryContextSwitches + u.ru.involuntaryContextSwitches;
-const rate = (p: Pass): number => p.messages / (p.wallMs / 1000);
+const rate = (p: Pass): number => perSecond(p.messages, p.wallMs);
 const cpuPerMessage = (p: Pass): number => p.serverCpuUs / p.messages;
 const instrPerMessage = (p: Pass): number => (p.instructions!.user + p.instructions!.kernel) / p.messages;
 
@@ -286,8 +260,8 @@ function summarize(scenario: PingPongScenario, o: Options, passes: Pass[], exten
     instrPerMessage: counted ? compare(passes, instrPerMessage) : undefined,
     echoBytes: compare(passes, (p) => p.wireIn / p.messages),
     contextSwitches: compare(passes, (p) => p.contextSwitches / p.messages),
-    serverCpuShare: compare(passes, (p) => p.serverCpuUs / 1000 / p.wallMs),
-    loadCpuShare: compare(passes, (p) => p.loadCpuUs / 1000 / p.wallMs),
+    serverCpuShare: compare(passes, (p) => cpuShare(p.serverCpuUs, p.wallMs)),
+    loadCpuShare: compare(passes, (p) => cpuShare(p.loadCpuUs, p.wallMs)),
     sentBytes: median(passes.map((p) => p.wireOut / p.messages)),
     passes,
   };
@@ -325,11 +299,6 @@ interface IdleResult {
   rounds: IdleRound[];
 }
 
-function memoryOf(u: UsageMessage): NodeJS.MemoryUsage {
-  if (u.memory === undefined) throw new Error('the server sent no memory figures');
-  return u.memory;
-}
-
 const perConn = (r: IdleRound, m: NodeJS.MemoryUsage | undefined, f: (m: NodeJS.MemoryUsage) => number): number =>
   (m === undefined ? NaN : f(m) - f(r.before)) / r.connections;
 
@@ -341,7 +310,7 @@ const perConn = (r: IdleRound, m: NodeJS.MemoryUsage | undefined, f: (m: NodeJS.
  */
 async function idleRound(o: Options, gens: Record<WsServerKind, LoadProcess>, round: number, fdLimit: number | undefined): Promise<IdleRound[]> {
   const serverOpts: ServerProcessOptions = { cpuProf: undefined, cpuProfIntervalUs: 1000, execArgv: ['--expose-gc'], fdLimit };
-  const order = round % 2 === 1 ? PEERS : [...PEERS].reverse();
+  const order = rotation(PEERS, round - 1);
   const servers: ServerProcess<WsServerKind>[] = [];
   const size = SIZES['json-1k'];
   try {
@@ -421,7 +390,7 @@ export function pingPongTable(results: PingPongResult[]): string {
     both(r.serverCpuShare, pct),
     both(r.loadCpuShare, pct),
   ]);
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+  return table(header, rows);
 }
 
 export function idleTable(r: IdleResult): string {
@@ -440,7 +409,7 @@ export function idleTable(r: IdleResult): string {
     both(r.cpuPerConnection, (x) => `${num(x)} µs`),
     ratio(r.cpuPerConnection.ratio),
   ];
-  return [line(header), line(header.map(() => '---')), line(row)].join('\n');
+  return table(header, [row]);
 }
 
 export function targetLines(pingPong: PingPongResult[], idle: IdleResult | undefined): string {
@@ -470,11 +439,7 @@ export async function run(o: Options): Promise<{ pingPong: PingPongResult[]; idl
   const genFdLimit = withIdle ? fdLimitFor(o.idle) : undefined;
   const serverFdLimit = withIdle ? fdLimitFor(o.idle) : undefined;
   const meta = {
-    date: new Date().toISOString(),
-    node: process.version,
-    platform: `${process.platform} ${process.arch}`,
-    cores: availableParallelism(),
-    loadavgAtStart: loadavg().map((x) => Number(x.toFixed(2))),
+    ...machineMeta(),
     perf,
     offer: OFFER[o.offer].header,
     compression: JSON.parse(compressionEnv(o.level)) as unknown,
@@ -503,18 +468,16 @@ export async function run(o: Options): Promise<{ pingPong: PingPongResult[]; idl
         const messages = o.messages[scenario];
         const extensions: PingPongResult['extensions'] = {};
         for (const server of servers) {
-          extensions[server.kind] = (await pingPongPass(scenario, o, server, gens[0]!, Math.max(1, Math.ceil(messages / 4)), 0, false)).extensions;
+          extensions[server.kind] = (await pingPongPass(scenario, o, server, gens[0]!, warmupOf(messages), 0, false)).extensions;
         }
-        const passes: Pass[] = [];
-        for (let round = 1; round <= o.rounds; round++) {
-          for (const server of servers) {
-            const { extensions: _, ...p } = await pingPongPass(scenario, o, server, gens[0]!, messages, round, perf);
-            passes.push(p);
-            log(`${scenario} round ${round} ${p.peer}: ${num(rate(p))} msg/s, ${num(cpuPerMessage(p))} µs/msg server CPU, `
-              + `${num(p.wireIn / p.messages)} B/echo, ${num(p.contextSwitches / p.messages)} server context switches/msg, server ${pct(p.serverCpuUs / 1000 / p.wallMs)}, load gen ${pct(p.loadCpuUs / 1000 / p.wallMs)}, `
-              + `${p.wallMs.toFixed(0)} ms${p.instructions === undefined ? '' : `, ${instr(instrPerMessage(p))} instructions/msg`}`);
-          }
-        }
+        const passes = await measureRounds(o.rounds, servers, async (server, round): Promise<Pass> => {
+          const { extensions: _, ...p } = await pingPongPass(scenario, o, server, gens[0]!, messages, round, perf);
+          return p;
+        }, {
+          each: (p, _, round) => log(`${scenario} round ${round} ${p.peer}: ${num(rate(p))} msg/s, ${num(cpuPerMessage(p))} µs/msg server CPU, `
+            + `${num(p.wireIn / p.messages)} B/echo, ${num(p.contextSwitches / p.messages)} server context switches/msg, server ${pct(cpuShare(p.serverCpuUs, p.wallMs))}, load gen ${pct(cpuShare(p.loadCpuUs, p.wallMs))}, `
+            + `${p.wallMs.toFixed(0)} ms${p.instructions === undefined ? '' : `, ${instr(instrPerMessage(p))} instructions/msg`}`),
+        });
         pingPong.push(summarize(scenario, o, passes, extensions));
       }
       await Promise.all(servers.map((s) => s.stop().catch(() => s.kill())));
@@ -546,47 +509,21 @@ export async function run(o: Options): Promise<{ pingPong: PingPongResult[]; idl
 }
 
 /** Run with command-line flags; resolves to the exit code. */
-export async function main(args: string[]): Promise<number> {
-  let o: Options;
-  try {
-    o = parseOptions(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    if (err.message !== '') process.stderr.write(`${err.message}\n\n`);
-    process.stderr.write(USAGE);
-    return err.message === '' ? 0 : 2;
-  }
-  installExitHook();
-  const deadline = setTimeout(() => {
-    log(`ws-deflate: aborted after ${o.timeoutS} s`);
-    process.exit(1);
-  }, o.timeoutS * 1000);
-  try {
-    const levels = o.level === 'default' ? 'each server\'s default level (Corral 1, ws 6)' : `level ${o.level} on both servers`;
-    const heading = `Node ${process.version}, ${availableParallelism()} cores, ${o.rounds} rounds, offer ${JSON.stringify(OFFER[o.offer].header)}, `
-      + `${levels}, Corral ${o.corral === 'built' ? 'compiled' : 'from its sources'}`;
-    log(`ws-deflate: ${heading}, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    let result;
-    try {
-      result = await run(o);
-    } catch (err) {
-      if (!(err instanceof UsageError)) throw err;
-      process.stderr.write(`${err.message}\n`);
-      return 2;
-    }
-    const { pingPong, idle, meta } = result;
-    process.stdout.write(`\n${heading}, ${new Date().toISOString()}\n`);
-    const agreed = [...pingPong.map((r) => r.extensions), ...(idle === undefined ? [] : [idle.extensions])][0];
-    if (agreed !== undefined) process.stdout.write(`Agreed: corral ${JSON.stringify(agreed.corral)}, ws ${JSON.stringify(agreed.ws)}\n`);
-    process.stdout.write('\n');
-    if (pingPong.length > 0) process.stdout.write(`${pingPongTable(pingPong)}\n\n`);
-    if (idle !== undefined) process.stdout.write(`${idleTable(idle)}\n\n`);
-    process.stdout.write(`Targets:\n${targetLines(pingPong, idle)}\n`);
-    if (o.json) process.stdout.write(`${JSON.stringify({ meta, pingPong, idle })}\n`);
-    return 0;
-  } finally {
-    clearTimeout(deadline);
-  }
-}
+export const main = benchMain(USAGE, parseOptions, (o) => runBounded('ws-deflate', o.timeoutS, async () => {
+  const levels = o.level === 'default' ? 'each server\'s default level (Corral 1, ws 6)' : `level ${o.level} on both servers`;
+  const heading = `Node ${process.version}, ${availableParallelism()} cores, ${o.rounds} rounds, offer ${JSON.stringify(OFFER[o.offer].header)}, `
+    + `${levels}, Corral ${o.corral === 'built' ? 'compiled' : 'from its sources'}`;
+  log(`ws-deflate: ${heading}, load average ${loadAverage()}`);
+  const { pingPong, idle, meta } = await run(o);
+  process.stdout.write(`\n${heading}, ${new Date().toISOString()}\n`);
+  const agreed = [...pingPong.map((r) => r.extensions), ...(idle === undefined ? [] : [idle.extensions])][0];
+  if (agreed !== undefined) process.stdout.write(`Agreed: corral ${JSON.stringify(agreed.corral)}, ws ${JSON.stringify(agreed.ws)}\n`);
+  process.stdout.write('\n');
+  if (pingPong.length > 0) process.stdout.write(`${pingPongTable(pingPong)}\n\n`);
+  if (idle !== undefined) process.stdout.write(`${idleTable(idle)}\n\n`);
+  process.stdout.write(`Targets:\n${targetLines(pingPong, idle)}\n`);
+  if (o.json) process.stdout.write(`${JSON.stringify({ meta, pingPong, idle })}\n`);
+  return 0;
+}));
 
 runIfMain(import.meta.url, 'ws-deflate', main);

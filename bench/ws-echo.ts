@@ -26,32 +26,27 @@
  * unless `--corral src` asks for its TypeScript sources through tsx.
  */
 
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg } from 'node:os';
-import { join, resolve } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchMain, RUN_FLAGS, choiceFlag, intFlag, listFlag, parseFlags, runIfMain, UsageError } from './lib/cli.js';
 import { buildCorral } from './lib/corral-build.js';
+import { collectProfile, CPU_PROF_FLAGS, cpuProfOptions, profilesHint, writeWindows } from './lib/cpu-prof.js';
+import type { ClientKind } from './lib/load-child.js';
+import { LoadProcess, type RequestBody } from './lib/load-process.js';
 import { perfAvailable, PerfCounter, type InstructionCounts } from './lib/perf-counter.js';
-import type { WsServerKind } from './lib/ws-echo-server.js';
-import type { ClientKind, LoadReply, LoadRequest } from './lib/ws-load.js';
+import { bytes, instr, loadAverage, log, machineMeta, num, pct, ratio, table } from './lib/report.js';
+import { byRound, cpuShare, measureRounds, median, pairedRatios, perSecond, timePass, warmupOf, type Ratio } from './lib/rounds.js';
 import {
-  collectProfile, cpuMicros, fileLimits, installExitHook, median, ServerProcess, spawnNode, type ServerProcessOptions,
+  cpuMicros, fdLimitFor, fileLimits, memoryOf, runBounded, ServerProcess, type ServerProcessOptions,
 } from './lib/server-process.js';
-import type { UsageMessage } from './lib/server-child.js';
-import { UsageError, intFlag, runIfMain, scenariosFlag } from './lib/cli.js';
+import type { WsServerKind } from './lib/ws-echo-server.js';
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./lib/ws-echo-server.ts', import.meta.url));
-const LOAD_SCRIPT = fileURLToPath(new URL('./lib/ws-load.ts', import.meta.url));
 const KIB = 1024;
 const MIB = 1024 * 1024;
 /** Upgrades in flight per load generator while opening connections. */
 const OPEN_CONCURRENCY = 128;
-/** Descriptors a process needs beside its connections. */
-const FD_MARGIN = 256;
-const LOAD_START_TIMEOUT_MS = 20_000;
-const LOAD_STOP_TIMEOUT_MS = 5_000;
 
 const PING_PONG = ['binary-64', 'text-64', 'binary-16k', 'binary-1m'] as const;
 const SCENARIOS = [...PING_PONG, 'idle'] as const;
@@ -107,42 +102,24 @@ const USAGE = `Usage: pnpm bench ws-echo [flags]
 `;
 
 export function parseOptions(args: string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        connections: { type: 'string' },
-        window: { type: 'string' },
-        messages: { type: 'string' },
-        'messages-16k': { type: 'string' },
-        'messages-1m': { type: 'string' },
-        idle: { type: 'string' },
-        generators: { type: 'string' },
-        client: { type: 'string' },
-        corral: { type: 'string' },
-        perf: { type: 'string' },
-        rounds: { type: 'string' },
-        scenarios: { type: 'string' },
-        timeout: { type: 'string' },
-        'cpu-prof': { type: 'string' },
-        'cpu-prof-interval': { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const v = parsed.values;
-  if (v.help) throw new UsageError('');
-  const scenarios = scenariosFlag(v.scenarios, SCENARIOS);
-  const client = v.client ?? 'raw';
-  if (client !== 'raw' && client !== 'ws') throw new UsageError(`--client must be raw or ws, got ${client}`);
-  const corral = v.corral ?? 'built';
-  if (corral !== 'built' && corral !== 'src') throw new UsageError(`--corral must be built or src, got ${corral}`);
-  const perf = v.perf ?? 'auto';
-  if (perf !== 'auto' && perf !== 'on' && perf !== 'off') throw new UsageError(`--perf must be auto, on or off, got ${perf}`);
+  const v = parseFlags(args, {
+    ...RUN_FLAGS,
+    connections: { type: 'string' },
+    window: { type: 'string' },
+    messages: { type: 'string' },
+    'messages-16k': { type: 'string' },
+    'messages-1m': { type: 'string' },
+    idle: { type: 'string' },
+    generators: { type: 'string' },
+    client: { type: 'string' },
+    corral: { type: 'string' },
+    perf: { type: 'string' },
+    ...CPU_PROF_FLAGS,
+  });
+  const scenarios = listFlag(v.scenarios, 'scenario', SCENARIOS);
+  const client = choiceFlag(v, 'client', ['raw', 'ws'], 'raw');
+  const corral = choiceFlag(v, 'corral', ['built', 'src'], 'built');
+  const perf = choiceFlag(v, 'perf', ['auto', 'on', 'off'], 'auto');
   return {
     connections: intFlag(v, 'connections', 100, 1, 5_000),
     window: intFlag(v, 'window', 1, 1, 64),
@@ -158,91 +135,12 @@ export function parseOptions(args: string[]): Options {
     scenarios,
     timeoutS: intFlag(v, 'timeout', 600, 1, 3_600),
     json: v.json,
-    cpuProf: v['cpu-prof'] === undefined ? undefined : resolve(v['cpu-prof']),
-    cpuProfIntervalUs: intFlag(v, 'cpu-prof-interval', 1000, 10, 1_000_000),
+    ...cpuProfOptions(v),
   };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Load generators
-
-export type RequestBody = LoadRequest extends infer R ? (R extends LoadRequest ? Omit<R, 'id'> : never) : never;
-
-/** One load generator process (bench/lib/ws-load.ts, or another script speaking its protocol), answering one request at a time. */
-export class LoadProcess {
-  #child: ChildProcess;
-  #nextId = 1;
-  #pending = new Map<number, { resolve: (r: LoadReply) => void; reject: (err: Error) => void }>();
-  #exited: Promise<void>;
-
-  private constructor(child: ChildProcess, exited: Promise<void>) {
-    this.#child = child;
-    this.#exited = exited;
-    child.on('message', (m: LoadReply | { type: 'ready' }) => {
-      if (m.type !== 'done') return;
-      const p = this.#pending.get(m.id);
-      this.#pending.delete(m.id);
-      if (m.error !== undefined) p?.reject(new Error(`load generator: ${m.error}`));
-      else p?.resolve(m);
-    });
-    child.once('exit', (code, signal) => {
-      for (const p of this.#pending.values()) p.reject(new Error(`a load generator exited (code ${code}, signal ${signal})`));
-      this.#pending.clear();
-    });
-  }
-
-  static async start(fdLimit: number | undefined, script = LOAD_SCRIPT, args: readonly string[] = []): Promise<LoadProcess> {
-    const child = spawnNode(script, args, { stdio: 'ignore', fdLimit });
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`load generator: not ready within ${LOAD_START_TIMEOUT_MS} ms`)), LOAD_START_TIMEOUT_MS);
-        const onExit = (code: number | null): void => {
-          clearTimeout(timer);
-          reject(new Error(`load generator exited before it was ready (code ${code})`));
-        };
-        child.once('exit', onExit);
-        child.once('message', () => {
-          clearTimeout(timer);
-          child.off('exit', onExit);
-          resolve();
-        });
-      });
-    } catch (err) {
-      child.kill('SIGKILL');
-      throw err;
-    }
-    return new LoadProcess(child, exited);
-  }
-
-  request(body: RequestBody): Promise<LoadReply> {
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      if (!this.#child.connected) {
-        reject(new Error('the load generator is gone'));
-        return;
-      }
-      this.#pending.set(id, { resolve, reject });
-      this.#child.send({ ...body, id } as LoadRequest);
-    });
-  }
-
-  /** Close the IPC channel (the generator exits), SIGKILL if it has not exited in time. */
-  async stop(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    if (this.#child.connected) this.#child.disconnect();
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), LOAD_STOP_TIMEOUT_MS);
-    });
-    const outcome = await Promise.race([this.#exited, late]);
-    clearTimeout(timer);
-    if (outcome === 'late') {
-      this.#child.kill('SIGKILL');
-      await this.#exited;
-    }
-  }
-}
 
 /** `total` split into `parts` near-equal shares. */
 function shares(total: number, parts: number): number[] {
@@ -330,24 +228,20 @@ async function pingPongPass(
   try {
     await onAll(gens, () => ({ type: 'ping-pong', text: spec.text, size: spec.size, messages: 1, window: 1, check: true }));
     const counter = perf ? await PerfCounter.attach(server.pid!) : undefined;
-    const before = await server.usage();
-    const t0 = process.hrtime.bigint();
-    const load = await onAll(gens, () => ({ type: 'ping-pong', text: spec.text, size: spec.size, messages, window: o.window, check: false }));
-    const t1 = process.hrtime.bigint();
-    const after = await server.usage();
+    const t = await timePass(server, () => onAll(gens, () => ({ type: 'ping-pong', text: spec.text, size: spec.size, messages, window: o.window, check: false })));
     const instructions = await counter?.stop();
     return {
       scenario: spec.name,
       peer: server.kind,
       round,
       messages: messages * o.connections,
-      wallMs: Number(t1 - t0) / 1e6,
-      serverCpuUs: cpuMicros(after.cpu) - cpuMicros(before.cpu),
-      loadCpuUs: load.reduce((a, b) => a + b, 0),
-      loadMaxCpuUs: Math.max(...load),
+      wallMs: t.wallMs,
+      serverCpuUs: t.serverCpuUs,
+      loadCpuUs: t.result.reduce((a, b) => a + b, 0),
+      loadMaxCpuUs: Math.max(...t.result),
       instructions,
-      startUs: Number(t0 / 1000n),
-      endUs: Number(t1 / 1000n),
+      startUs: t.startUs,
+      endUs: t.endUs,
     };
   } finally {
     await closeAll(gens);
@@ -369,12 +263,6 @@ interface PeerSummary {
   instrPerMessage: number | undefined;
 }
 
-export interface Ratio {
-  median: number;
-  min: number;
-  max: number;
-}
-
 interface PingPongResult {
   scenario: PingPongScenario;
   label: string;
@@ -388,22 +276,18 @@ interface PingPongResult {
   passes: Pass[];
 }
 
-const rate = (p: Pass): number => p.messages / (p.wallMs / 1000);
+const rate = (p: Pass): number => perSecond(p.messages, p.wallMs);
 const cpuPerMessage = (p: Pass): number => p.serverCpuUs / p.messages;
 const instrPerMessage = (p: Pass): number => (p.instructions === undefined ? NaN : (p.instructions.user + p.instructions.kernel) / p.messages);
 
-export function ratios(xs: number[]): Ratio {
-  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
-}
-
 function summarize(spec: PingPongSpec, passes: Pass[]): PingPongResult {
-  const of = (peer: WsServerKind): Pass[] => passes.filter((p) => p.peer === peer).sort((a, b) => a.round - b.round);
+  const of = (peer: WsServerKind): Pass[] => byRound(passes, (p) => p.peer === peer);
   const peer = (ps: Pass[]): PeerSummary => ({
     rate: median(ps.map(rate)),
     cpuPerMessage: median(ps.map(cpuPerMessage)),
-    serverCpuShare: median(ps.map((p) => p.serverCpuUs / 1000 / p.wallMs)),
-    loadCpuShare: median(ps.map((p) => p.loadCpuUs / 1000 / p.wallMs)),
-    loadMaxCpuShare: median(ps.map((p) => p.loadMaxCpuUs / 1000 / p.wallMs)),
+    serverCpuShare: median(ps.map((p) => cpuShare(p.serverCpuUs, p.wallMs))),
+    loadCpuShare: median(ps.map((p) => cpuShare(p.loadCpuUs, p.wallMs))),
+    loadMaxCpuShare: median(ps.map((p) => cpuShare(p.loadMaxCpuUs, p.wallMs))),
     instrPerMessage: ps.every((p) => p.instructions !== undefined) ? median(ps.map(instrPerMessage)) : undefined,
   });
   const c = of('corral');
@@ -414,9 +298,9 @@ function summarize(spec: PingPongSpec, passes: Pass[]): PingPongResult {
     label: spec.label,
     corral: peer(c),
     ws: peer(w),
-    rateRatio: ratios(c.map((p, i) => rate(p) / rate(w[i]!))),
-    cpuRatio: ratios(c.map((p, i) => cpuPerMessage(p) / cpuPerMessage(w[i]!))),
-    instrRatio: counted ? ratios(c.map((p, i) => instrPerMessage(p) / instrPerMessage(w[i]!))) : undefined,
+    rateRatio: pairedRatios(c, w, rate),
+    cpuRatio: pairedRatios(c, w, cpuPerMessage),
+    instrRatio: counted ? pairedRatios(c, w, instrPerMessage) : undefined,
     target: RATE_TARGETS[spec.name],
     passes,
   };
@@ -461,6 +345,7 @@ const rssPerConn = (r: IdleRound): number => perConn(r, (m) => m.rss);
 const heapPerConn = (r: IdleRound): number => perConn(r, (m) => m.heapUsed);
 const externalPerConn = (r: IdleRound): number => perConn(r, (m) => m.external);
 const cpuPerUpgrade = (r: IdleRound): number => r.openServerCpuUs / r.connections;
+const upgradesPerS = (r: IdleRound): number => perSecond(r.connections, r.openMs);
 
 /** A fresh server: warm it up, measure, open `o.idle` connections, measure again, close them. */
 async function idleRound(kind: WsServerKind, o: Options, gens: LoadProcess[], round: number, fdLimit: number | undefined): Promise<IdleRound> {
@@ -500,18 +385,13 @@ async function idleRound(kind: WsServerKind, o: Options, gens: LoadProcess[], ro
   }
 }
 
-function memoryOf(u: UsageMessage): NodeJS.MemoryUsage {
-  if (u.memory === undefined) throw new Error('the server sent no memory figures');
-  return u.memory;
-}
-
 function summarizeIdle(o: Options, rounds: IdleRound[]): IdleResult {
-  const of = (peer: WsServerKind): IdleRound[] => rounds.filter((r) => r.peer === peer).sort((a, b) => a.round - b.round);
+  const of = (peer: WsServerKind): IdleRound[] => byRound(rounds, (r) => r.peer === peer);
   const peer = (rs: IdleRound[]): IdlePeerSummary => ({
     rssPerConn: median(rs.map(rssPerConn)),
     heapPerConn: median(rs.map(heapPerConn)),
     externalPerConn: median(rs.map(externalPerConn)),
-    upgradesPerS: median(rs.map((r) => r.connections / (r.openMs / 1000))),
+    upgradesPerS: median(rs.map(upgradesPerS)),
     cpuPerUpgrade: median(rs.map(cpuPerUpgrade)),
   });
   const c = of('corral');
@@ -521,9 +401,9 @@ function summarizeIdle(o: Options, rounds: IdleRound[]): IdleResult {
     label: `idle ${o.idle} conns`,
     corral: peer(c),
     ws: peer(w),
-    rssRatio: ratios(c.map((r, i) => rssPerConn(r) / rssPerConn(w[i]!))),
-    heapRatio: ratios(c.map((r, i) => heapPerConn(r) / heapPerConn(w[i]!))),
-    cpuPerUpgradeRatio: ratios(c.map((r, i) => cpuPerUpgrade(r) / cpuPerUpgrade(w[i]!))),
+    rssRatio: pairedRatios(c, w, rssPerConn),
+    heapRatio: pairedRatios(c, w, heapPerConn),
+    cpuPerUpgradeRatio: pairedRatios(c, w, cpuPerUpgrade),
     target: IDLE_RSS_TARGET,
     rounds,
   };
@@ -531,18 +411,6 @@ function summarizeIdle(o: Options, rounds: IdleRound[]): IdleResult {
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-export function num(x: number): string {
-  if (x >= 100) return Math.round(x).toLocaleString('en-US');
-  if (x >= 10) return x.toFixed(1);
-  return x.toFixed(2);
-}
-
-export const pct = (x: number): string => `${Math.round(x * 100)}%`;
-export const ratio = (r: Ratio): string => `${r.median.toFixed(3)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
-export const bytes = (x: number): string => `${num(x / KIB)} KiB`;
-export const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-export const instr = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : `${num(x / 1e3)} k`);
 
 function loadShare(s: PeerSummary, generators: number): string {
   return generators === 1 ? pct(s.loadCpuShare) : `${pct(s.loadCpuShare)} (max ${pct(s.loadMaxCpuShare)})`;
@@ -564,7 +432,7 @@ export function pingPongTable(results: PingPongResult[], generators: number): st
     `${loadShare(s.corral, generators)} / ${loadShare(s.ws, generators)}`,
     ...(counted ? [`${instr(s.corral.instrPerMessage!)} / ${instr(s.ws.instrPerMessage!)}`, ratio(s.instrRatio!)] : []),
   ]);
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+  return table(header, rows);
 }
 
 export function idleTable(r: IdleResult): string {
@@ -581,7 +449,7 @@ export function idleTable(r: IdleResult): string {
     `${num(r.corral.cpuPerUpgrade)} / ${num(r.ws.cpuPerUpgrade)} µs`,
     ratio(r.cpuPerUpgradeRatio),
   ];
-  return [line(header), line(header.map(() => '---')), line(row)].join('\n');
+  return table(header, [row]);
 }
 
 export function targetLines(pingPong: PingPongResult[], idle: IdleResult | undefined): string {
@@ -604,29 +472,9 @@ export function targetLines(pingPong: PingPongResult[], idle: IdleResult | undef
 
 // ---------------------------------------------------------------------------------------------
 
-function log(message: string): void {
-  process.stderr.write(`${message}\n`);
-}
-
-/** The descriptors a process holding `connections` sockets needs, and the `ulimit -n` to ask for if the current one is short. */
-export function fdLimitFor(connections: number): number | undefined {
-  const need = connections + FD_MARGIN;
-  const { soft, hard } = fileLimits();
-  if (soft >= need) return undefined;
-  // Above the hard limit only a privileged process may go: ask the shell whether this one can.
-  if (hard < need && spawnSync('sh', ['-c', `ulimit -n ${need}`], { stdio: 'ignore' }).status !== 0) {
-    throw new UsageError(`${connections} connections need ${need} descriptors per process; ulimit -Hn is ${hard}: lower --idle or raise the hard limit`);
-  }
-  return need;
-}
-
 export async function run(o: Options): Promise<{ pingPong: PingPongResult[]; idle: IdleResult | undefined; meta: Record<string, unknown> }> {
   const meta = {
-    date: new Date().toISOString(),
-    node: process.version,
-    platform: `${process.platform} ${process.arch}`,
-    cores: availableParallelism(),
-    loadavgAtStart: loadavg().map((x) => Number(x.toFixed(2))),
+    ...machineMeta(),
     fileLimits: fileLimits(),
     perf: false,
     options: { ...o },
@@ -657,39 +505,24 @@ export async function run(o: Options): Promise<{ pingPong: PingPongResult[]; idl
     if (specs.length > 0) {
       for (const kind of PEERS) servers.push(await ServerProcess.start(SERVER_SCRIPT, kind, o));
       for (const spec of specs) {
-        const warmup = Math.max(1, Math.ceil(spec.messages / 4));
-        for (const server of servers) await pingPongPass(spec, o, server, gens, warmup, 0, false);
-        const passes: Pass[] = [];
-        for (let round = 1; round <= o.rounds; round++) {
-          for (const server of servers) {
-            const p = await pingPongPass(spec, o, server, gens, spec.messages, round, perf);
-            passes.push(p);
-            log(`${spec.name} round ${round} ${p.peer}: ${num(rate(p))} msg/s, ${num(cpuPerMessage(p))} µs/msg server CPU, `
-              + `${num(p.loadCpuUs / p.messages)} µs/msg load gen CPU, server ${pct(p.serverCpuUs / 1000 / p.wallMs)}, `
-              + `load gen ${pct(p.loadCpuUs / 1000 / p.wallMs)}, ${p.wallMs.toFixed(0)} ms`
-              + `${p.instructions === undefined ? '' : `, ${instr(instrPerMessage(p))} instructions/msg`}`);
-          }
-        }
+        for (const server of servers) await pingPongPass(spec, o, server, gens, warmupOf(spec.messages), 0, false);
+        const passes = await measureRounds(o.rounds, servers, (server, round) => pingPongPass(spec, o, server, gens, spec.messages, round, perf), {
+          each: (p, _, round) => log(`${spec.name} round ${round} ${p.peer}: ${num(rate(p))} msg/s, ${num(cpuPerMessage(p))} µs/msg server CPU, `
+            + `${num(p.loadCpuUs / p.messages)} µs/msg load gen CPU, server ${pct(cpuShare(p.serverCpuUs, p.wallMs))}, `
+            + `load gen ${pct(cpuShare(p.loadCpuUs, p.wallMs))}, ${p.wallMs.toFixed(0)} ms`
+            + `${p.instructions === undefined ? '' : `, ${instr(instrPerMessage(p))} instructions/msg`}`),
+        });
         pingPong.push(summarize(spec, passes));
       }
-      if (o.cpuProf !== undefined) {
-        // The measured passes, so a profile can be cut down to them (bench/lib/cpuprofile-top.ts --windows).
-        const windows = pingPong.flatMap((r) => r.passes.map(({ scenario, peer, round, startUs, endUs }) => ({ scenario, peer, round, startUs, endUs })));
-        writeFileSync(join(o.cpuProf, 'windows.json'), `${JSON.stringify(windows, null, 1)}\n`);
-      }
+      if (o.cpuProf !== undefined) writeWindows(o.cpuProf, pingPong.flatMap((r) => r.passes));
       await Promise.all(servers.map((s) => s.stop().catch(() => s.kill())));
     }
     let idle: IdleResult | undefined;
     if (withIdle) {
-      const rounds: IdleRound[] = [];
-      for (let round = 1; round <= o.rounds; round++) {
-        for (const kind of PEERS) {
-          const r = await idleRound(kind, o, gens, round, serverFdLimit);
-          rounds.push(r);
-          log(`idle round ${round} ${kind}: RSS ${bytes(rssPerConn(r))}/conn, heapUsed ${bytes(heapPerConn(r))}/conn, `
-            + `${num(r.connections / (r.openMs / 1000))} upgrades/s, ${num(cpuPerUpgrade(r))} µs server CPU per upgrade`);
-        }
-      }
+      const rounds = await measureRounds(o.rounds, PEERS, (kind, round) => idleRound(kind, o, gens, round, serverFdLimit), {
+        each: (r, kind, round) => log(`idle round ${round} ${kind}: RSS ${bytes(rssPerConn(r))}/conn, heapUsed ${bytes(heapPerConn(r))}/conn, `
+          + `${num(upgradesPerS(r))} upgrades/s, ${num(cpuPerUpgrade(r))} µs server CPU per upgrade`),
+      });
       idle = summarizeIdle(o, rounds);
     }
     return { pingPong, idle, meta };
@@ -706,48 +539,17 @@ export async function run(o: Options): Promise<{ pingPong: PingPongResult[]; idl
 }
 
 /** Run with command-line flags; resolves to the exit code. */
-export async function main(args: string[]): Promise<number> {
-  let o: Options;
-  try {
-    o = parseOptions(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    if (err.message !== '') process.stderr.write(`${err.message}\n\n`);
-    process.stderr.write(USAGE);
-    return err.message === '' ? 0 : 2;
-  }
-  installExitHook();
-  // Bounded in time: past the deadline, give up (the exit hook kills the servers and generators).
-  const deadline = setTimeout(() => {
-    log(`ws-echo: aborted after ${o.timeoutS} s`);
-    process.exit(1);
-  }, o.timeoutS * 1000);
-  try {
-    log(`ws-echo: Node ${process.version}, ${availableParallelism()} cores, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}, `
-      + `${o.generators} load generator process${o.generators === 1 ? '' : 'es'} (${o.client} client), Corral ${o.corral === 'built' ? 'compiled' : 'from its sources'}`);
-    let result;
-    try {
-      result = await run(o);
-    } catch (err) {
-      if (!(err instanceof UsageError)) throw err;
-      process.stderr.write(`${err.message}\n`);
-      return 2;
-    }
-    const { pingPong, idle, meta } = result;
-    process.stdout.write(`\nNode ${process.version}, ${availableParallelism()} cores, ${o.rounds} rounds, `
-      + `${o.generators} load generator process${o.generators === 1 ? '' : 'es'} (${o.client} client), Corral ${o.corral === 'built' ? 'compiled' : 'from its sources'}, ${new Date().toISOString()}\n\n`);
-    if (pingPong.length > 0) process.stdout.write(`${pingPongTable(pingPong, o.generators)}\n\n`);
-    if (idle !== undefined) process.stdout.write(`${idleTable(idle)}\n\n`);
-    process.stdout.write(`Targets:\n${targetLines(pingPong, idle)}\n`);
-    if (o.cpuProf !== undefined && pingPong.length > 0) {
-      const files = PEERS.map((k) => join(o.cpuProf!, `${k}.cpuprofile`)).join(' ');
-      process.stdout.write(`\nCPU profiles of the measured passes:\n  node_modules/.bin/tsx bench/lib/cpuprofile-top.ts --windows ${join(o.cpuProf, 'windows.json')} ${files}\n`);
-    }
-    if (o.json) process.stdout.write(`${JSON.stringify({ meta, pingPong, idle })}\n`);
-    return 0;
-  } finally {
-    clearTimeout(deadline);
-  }
-}
+export const main = benchMain(USAGE, parseOptions, (o) => runBounded('ws-echo', o.timeoutS, async () => {
+  const setup = `${o.generators} load generator process${o.generators === 1 ? '' : 'es'} (${o.client} client), Corral ${o.corral === 'built' ? 'compiled' : 'from its sources'}`;
+  log(`ws-echo: Node ${process.version}, ${availableParallelism()} cores, load average ${loadAverage()}, ${setup}`);
+  const { pingPong, idle, meta } = await run(o);
+  process.stdout.write(`\nNode ${process.version}, ${availableParallelism()} cores, ${o.rounds} rounds, ${setup}, ${new Date().toISOString()}\n\n`);
+  if (pingPong.length > 0) process.stdout.write(`${pingPongTable(pingPong, o.generators)}\n\n`);
+  if (idle !== undefined) process.stdout.write(`${idleTable(idle)}\n\n`);
+  process.stdout.write(`Targets:\n${targetLines(pingPong, idle)}\n`);
+  if (o.cpuProf !== undefined && pingPong.length > 0) process.stdout.write(profilesHint(o.cpuProf, PEERS));
+  if (o.json) process.stdout.write(`${JSON.stringify({ meta, pingPong, idle })}\n`);
+  return 0;
+}));
 
 runIfMain(import.meta.url, 'ws-echo', main);

@@ -15,7 +15,7 @@
 
 import * as net from 'node:net';
 import type { Connection } from '@corral/listener';
-import { serve, type RunningServer } from './server-child.js';
+import { listenOn, serve, type RunningServer } from './server-child.js';
 
 export type ServerKind = 'corral' | 'raw';
 
@@ -44,20 +44,7 @@ async function startRaw(): Promise<RunningServer> {
     socket.on('error', ignore);
     socket.pipe(socket);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ port: 0, host: HOST }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('the server has no port');
-  return {
-    port: address.port,
-    // Resolves once every connection has ended; the caller bounds the wait.
-    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+  return listenOn(server, HOST);
 }
 
 await serve('echo-server.ts', 'tcp', HOST, { corral: startCorral, raw: startRaw });

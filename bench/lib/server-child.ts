@@ -10,6 +10,8 @@
  * exits as soon as its parent goes away (the IPC channel closes).
  */
 
+import type { Server } from 'node:net';
+
 /** The message a server sends back on the IPC channel. */
 export interface UsageMessage {
   type: 'usage';
@@ -47,6 +49,24 @@ function send(message: UsageMessage): Promise<void> {
     }
     process.send(message, undefined, {}, () => resolve());
   });
+}
+
+/** Start `server` (a bare `node:net` or `node:tls` peer) on `host`, port 0. */
+export async function listenOn(server: Server, host: string): Promise<RunningServer> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: 0, host }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('the server has no port');
+  return {
+    port: address.port,
+    // Resolves once every connection has ended; the caller bounds the wait.
+    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }
 
 /**

@@ -4,9 +4,9 @@
  * IPC, stop it. Every child still running is killed when this process exits, whatever the cause.
  */
 
-import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, renameSync } from 'node:fs';
+import { execFileSync, fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { UsageError } from './cli.js';
 import type { UsageMessage } from './server-child.js';
 
 const SERVER_START_TIMEOUT_MS = 20_000;
@@ -28,6 +28,23 @@ export function installExitHook(): void {
       process.stderr.write(`\n${signal}: stopping the servers\n`);
       process.exit(130);
     });
+  }
+}
+
+/**
+ * Run `body` with the exit hook installed, bounded in time: past `timeoutS`, give up and exit 1
+ * (the exit hook kills the child processes).
+ */
+export async function runBounded<T>(name: string, timeoutS: number, body: () => Promise<T>): Promise<T> {
+  installExitHook();
+  const deadline = setTimeout(() => {
+    process.stderr.write(`${name}: aborted after ${timeoutS} s\n`);
+    process.exit(1);
+  }, timeoutS * 1000);
+  try {
+    return await body();
+  } finally {
+    clearTimeout(deadline);
   }
 }
 
@@ -54,6 +71,21 @@ export function fileLimits(): { soft: number; hard: number } {
   return { soft: parse(soft), hard: parse(hard) };
 }
 
+/** Descriptors a process needs beside its connections. */
+const FD_MARGIN = 256;
+
+/** The descriptors a process holding `connections` sockets needs, and the `ulimit -n` to ask for if the current one is short. */
+export function fdLimitFor(connections: number): number | undefined {
+  const need = connections + FD_MARGIN;
+  const { soft, hard } = fileLimits();
+  if (soft >= need) return undefined;
+  // Above the hard limit only a privileged process may go: ask the shell whether this one can.
+  if (hard < need && spawnSync('sh', ['-c', `ulimit -n ${need}`], { stdio: 'ignore' }).status !== 0) {
+    throw new UsageError(`${connections} connections need ${need} descriptors per process; ulimit -Hn is ${hard}: lower --idle or raise the hard limit`);
+  }
+  return need;
+}
+
 export interface SpawnNodeOptions {
   /** `node` flags; `--import tsx` is always added. */
   execArgv?: readonly string[];
@@ -77,6 +109,22 @@ export function spawnNode(script: string, args: readonly string[], o: SpawnNodeO
   liveChildren.add(child);
   child.once('exit', () => liveChildren.delete(child));
   return child;
+}
+
+/** Ask `child` to stop with `ask` (unless it has exited), and SIGKILL it if it has not exited within `timeoutMs`. */
+export async function stopChild(child: ChildProcess, exited: Promise<void>, timeoutMs: number, ask: () => void): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  ask();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), timeoutMs);
+  });
+  const outcome = await Promise.race([exited, late]);
+  clearTimeout(timer);
+  if (outcome === 'late') {
+    child.kill('SIGKILL');
+    await exited;
+  }
 }
 
 /** One server, run as `node --import tsx <script> <kind>`. */
@@ -169,19 +217,8 @@ export class ServerProcess<K extends string = string> {
   }
 
   /** SIGTERM, then SIGKILL if the server has not exited in time. */
-  async stop(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    this.#child.kill('SIGTERM');
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), SERVER_STOP_TIMEOUT_MS);
-    });
-    const outcome = await Promise.race([this.#exited, late]);
-    clearTimeout(timer);
-    if (outcome === 'late') {
-      this.#child.kill('SIGKILL');
-      await this.#exited;
-    }
+  stop(): Promise<void> {
+    return stopChild(this.#child, this.#exited, SERVER_STOP_TIMEOUT_MS, () => this.#child.kill('SIGTERM'));
   }
 
   kill(): void {
@@ -189,24 +226,8 @@ export class ServerProcess<K extends string = string> {
   }
 }
 
-/**
- * Move the main thread's profile (thread id 0 in Node's default file name) of a server to
- * `<dir>/<kind>.cpuprofile`; the other threads' stay in `<dir>/<kind>/`.
- */
-export function collectProfile(dir: string, kind: string): void {
-  const sub = join(dir, kind);
-  let files: string[];
-  try {
-    files = readdirSync(sub);
-  } catch {
-    return;
-  }
-  const main = files.filter((f) => /^CPU\.\d+\.\d+\.\d+\.0\.\d+\.cpuprofile$/.test(f)).sort().at(-1);
-  if (main !== undefined) renameSync(join(sub, main), join(dir, `${kind}.cpuprofile`));
-}
-
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+/** The memory figures of a usage report asked for with `{ memory: true }`. */
+export function memoryOf(u: UsageMessage): NodeJS.MemoryUsage {
+  if (u.memory === undefined) throw new Error('the server sent no memory figures');
+  return u.memory;
 }

@@ -25,11 +25,11 @@
  * `Sec-WebSocket-Extensions` answer of the first connection (`extensions`).
  */
 
-import { createHash, randomBytes } from 'node:crypto';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import { inflateRawSync } from 'node:zlib';
+import { opened, serveLoad, type LoadReply } from './load-child.js';
 import { buildPool, OFFER, OFFERS, windowOf, type MessagePool, type OfferKind } from './ws-deflate-messages.js';
-import type { LoadReply, LoadRequest } from './ws-load.js';
+import { acceptFor, closeFrame, closeSocket, connectUpgrade, nonZeroMaskKey, UpgradeHead } from './ws-raw-client.js';
 
 export interface DeflateLoadReply extends LoadReply {
   wireIn: number;
@@ -37,10 +37,8 @@ export interface DeflateLoadReply extends LoadReply {
   extensions?: string;
 }
 
-const HOST = '127.0.0.1';
-const CLOSE_TIMEOUT_MS = 5_000;
 const KEY = 'x3JJHMbDL1EzLkh9GBhXDw==';
-const ACCEPT = createHash('sha1').update(`${KEY}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+const ACCEPT = acceptFor(KEY);
 const TRAILER = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 
 const offerKind = process.argv[2] as OfferKind;
@@ -50,12 +48,8 @@ if (!OFFERS.includes(offerKind)) {
 }
 const offer = OFFER[offerKind];
 
-/** Never all zero, so that no server can skip unmasking. */
-const MASK_KEY = Buffer.from(Array.from({ length: 4 }, () => 1 + (randomBytes(1)[0]! % 255)));
-/** A masked close frame with code 1000. */
-const CLOSE_FRAME = Buffer.from([0x88, 0x82, ...MASK_KEY, 0x03 ^ MASK_KEY[0]!, 0xe8 ^ MASK_KEY[1]!]);
-/** Every connection reads into this one buffer: each read is handled before the next. */
-const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
+const MASK_KEY = nonZeroMaskKey();
+const CLOSE_FRAME = closeFrame(MASK_KEY);
 
 const pools = new Map<number, MessagePool>();
 function poolOf(size: number): MessagePool {
@@ -101,7 +95,7 @@ class Client {
   extensions: string | undefined;
   #upgraded = false;
   #closing = false;
-  #head = '';
+  #head = new UpgradeHead();
   #opened: ((err?: Error) => void) | undefined;
   #run: Run | undefined;
   #error: Error | undefined;
@@ -121,23 +115,10 @@ class Client {
 
   constructor(port: number, opened: (err?: Error) => void) {
     this.#opened = opened;
-    this.socket = net.connect({
-      port,
-      host: HOST,
-      noDelay: true,
-      onread: {
-        buffer: READ_BUFFER,
-        callback: (n: number, buf: Uint8Array): boolean => {
-          wireIn += n;
-          if (this.#upgraded) this.#parse(buf as Buffer, 0, n);
-          else this.#onHead(buf as Buffer, n);
-          return true;
-        },
-      },
-    });
-    this.socket.once('connect', () => {
-      this.socket.write(`GET / HTTP/1.1\r\nHost: ${HOST}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
-        + `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: ${offer.header}\r\n\r\n`, 'latin1');
+    this.socket = connectUpgrade(port, KEY, `Sec-WebSocket-Extensions: ${offer.header}\r\n`, (n, buf) => {
+      wireIn += n;
+      if (this.#upgraded) this.#parse(buf, 0, n);
+      else this.#onHead(buf, n);
     });
     this.socket.on('error', (err) => this.#fail(err));
     this.socket.on('close', () => this.#fail(new Error('the server closed the connection')));
@@ -154,12 +135,10 @@ class Client {
   }
 
   #onHead(buf: Buffer, n: number): void {
-    this.#head += buf.toString('latin1', 0, n);
-    const end = this.#head.indexOf('\r\n\r\n');
-    if (end === -1) return;
-    const head = this.#head.slice(0, end);
-    const rest = Buffer.from(this.#head.slice(end + 4), 'latin1');
-    this.#head = '';
+    const answer = this.#head.push(buf, n);
+    if (answer === undefined) return;
+    const head = answer.head;
+    const rest = Buffer.from(answer.rest, 'latin1');
     const header = (name: string): string | undefined => new RegExp(`^${name}: *(.*?) *$`, 'im').exec(head)?.[1];
     let why: string | undefined;
     if (!head.startsWith('HTTP/1.1 101 ')) why = `upgrade refused: ${head.split('\r\n')[0]}`;
@@ -279,103 +258,28 @@ class Client {
 
   close(): Promise<void> {
     this.#closing = true;
-    const socket = this.socket;
-    return new Promise((resolve) => {
-      if (socket.closed) {
-        resolve();
-        return;
-      }
-      const timer = setTimeout(() => socket.destroy(), CLOSE_TIMEOUT_MS);
-      socket.once('close', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      socket.write(CLOSE_FRAME);
-      socket.end();
-    });
+    return closeSocket(this.socket, CLOSE_FRAME);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-let clients: Client[] = [];
-
-function openOne(port: number): Promise<Client> {
-  return new Promise((resolve, reject) => {
-    const c: Client = new Client(port, (err) => (err === undefined ? resolve(c) : reject(err)));
-  });
-}
-
-/** Open `count` connections, `concurrency` upgrades at a time; stop at the first failure. */
-async function open(port: number, count: number, concurrency: number): Promise<void> {
-  let started = 0;
-  let failed = false;
-  const lane = async (): Promise<void> => {
-    while (started < count && !failed) {
-      started++;
-      try {
-        clients.push(await openOne(port));
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
-}
-
-function pingPong(size: number, messages: number, window: number, check: boolean): Promise<void> {
-  const pool = poolOf(size);
-  let left = clients.length;
-  return new Promise((resolve, reject) => {
-    if (left === 0) resolve();
-    let failed = false;
-    const done = (err?: Error): void => {
-      if (failed) return;
-      if (err !== undefined) {
-        failed = true;
-        reject(err);
-      } else if (--left === 0) {
-        resolve();
-      }
+serveLoad<Client>('ws-deflate-load.ts', 'bench/ws-deflate.ts', {
+  connect: (req) => opened<Client>((done) => new Client(req.port, done)),
+  start(req) {
+    const pool = poolOf(req.size);
+    return (client, done) => client.run({ pool, messages: req.messages, window: req.window, check: req.check, done });
+  },
+  begin(req) {
+    // Build the pool before the clock starts: requests are timed from the parent.
+    if (req.type === 'ping-pong') poolOf(req.size);
+    const in0 = wireIn;
+    const out0 = wireOut;
+    return (base, clients) => {
+      const reply: DeflateLoadReply = { ...base, wireIn: wireIn - in0, wireOut: wireOut - out0 };
+      if (req.type === 'open' && clients[0]?.extensions !== undefined) reply.extensions = clients[0].extensions;
+      return reply;
     };
-    for (const c of clients) c.run({ pool, messages, window, check, done });
-  });
-}
-
-async function closeAll(): Promise<void> {
-  const all = clients;
-  clients = [];
-  await Promise.all(all.map((c) => c.close()));
-}
-
-async function handle(req: LoadRequest): Promise<void> {
-  // Build the pool before the clock starts: requests are timed from the parent.
-  if (req.type === 'ping-pong') poolOf(req.size);
-  const cpu0 = process.cpuUsage();
-  const in0 = wireIn;
-  const out0 = wireOut;
-  let error: string | undefined;
-  try {
-    if (req.type === 'open') await open(req.port, req.count, req.concurrency);
-    else if (req.type === 'ping-pong') await pingPong(req.size, req.messages, req.window, req.check);
-    else await closeAll();
-  } catch (err) {
-    error = err instanceof Error ? err.message : String(err);
-  }
-  const reply: DeflateLoadReply = {
-    type: 'done', id: req.id, cpu: process.cpuUsage(cpu0), open: clients.length, wireIn: wireIn - in0, wireOut: wireOut - out0,
-  };
-  if (req.type === 'open' && clients[0]?.extensions !== undefined) reply.extensions = clients[0].extensions;
-  if (error !== undefined) reply.error = error;
-  process.send?.(reply);
-}
-
-if (process.send === undefined) {
-  process.stderr.write('ws-deflate-load.ts runs as a child process of bench/ws-deflate.ts\n');
-  process.exit(2);
-}
-process.on('message', (m: LoadRequest) => void handle(m));
-process.on('disconnect', () => process.exit(0));
-process.send({ type: 'ready' });
+  },
+});

@@ -13,6 +13,7 @@
  */
 
 import { deflateRawSync } from 'node:zlib';
+import { maskedFrame } from './ws-frame.js';
 
 /** What the client offers in `Sec-WebSocket-Extensions`, and so what both servers agree to. */
 export type OfferKind = 'default' | 'client-nct' | 'no-takeover';
@@ -114,26 +115,6 @@ export function poolSize(size: number): number {
   return Math.max(MIN_POOL, Math.ceil(POOL_BYTES / size));
 }
 
-/** A masked client frame: FIN, RSV1 (compressed), text, under `maskKey`. */
-function maskedFrame(compressed: Buffer, maskKey: Buffer): Buffer {
-  const n = compressed.length;
-  const extra = n < 126 ? 0 : n < 65536 ? 2 : 8;
-  const frame = Buffer.allocUnsafe(2 + extra + 4 + n);
-  frame[0] = 0x80 | 0x40 | 0x1;
-  if (extra === 0) frame[1] = 0x80 | n;
-  else if (extra === 2) {
-    frame[1] = 0x80 | 126;
-    frame.writeUInt16BE(n, 2);
-  } else {
-    frame[1] = 0x80 | 127;
-    frame.writeBigUInt64BE(BigInt(n), 2);
-  }
-  const at = 2 + extra;
-  maskKey.copy(frame, at);
-  for (let i = 0; i < n; i++) frame[at + 4 + i] = compressed[i]! ^ maskKey[i & 3]!;
-  return frame;
-}
-
 /** The last `WINDOW` bytes of the payloads, as one dictionary (undefined when there are none). */
 export function windowOf(payloads: readonly Buffer[]): Buffer | undefined {
   const parts: Buffer[] = [];
@@ -172,7 +153,8 @@ export function buildPool(size: number, takeover: boolean, maskKey: Buffer): Mes
     const dictionary = takeover && k > 0 ? windowOf(payloads.slice(0, k)) : undefined;
     const out = syncFlushed(p, dictionary);
     compressedBytes += out.length;
-    return maskedFrame(out, maskKey);
+    // FIN, RSV1 (compressed), text.
+    return maskedFrame(0x80 | 0x40 | 0x1, out, maskKey);
   });
   return { size, payloads, frames, compressedBytes };
 }

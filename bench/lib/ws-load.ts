@@ -18,75 +18,29 @@
  *   every message under a fresh key, as a real client does. It costs more CPU per message, which
  *   ws-echo.ts reports.
  *
- * Requests (all answered with a {@link LoadReply} carrying the same `id`):
- *
- * - `open`: open `count` WebSocket connections to 127.0.0.1:`port`, at most `concurrency` upgrades
- *   in flight; they are added to the ones already open.
- * - `ping-pong`: on every open connection, `messages` round trips of a `size`-byte text or binary
- *   message, `window` messages in flight per connection (the next one is written as an echo is
- *   complete).
- * - `close`: send a close frame (1000) on every connection, end it, wait for the sockets to close
- *   (destroying what is left after 5 s).
- *
- * The process sends `{ type: 'ready' }` once it listens for requests. Every reply carries this
- * process's CPU time over the request.
+ * Requests and replies are load-child.ts's: `ping-pong` sends text or binary messages, and
+ * `close` sends a close frame (1000) on every connection, ends it and waits for the sockets to
+ * close (destroying what is left after 5 s).
  */
 
-import { createHash, randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import { WebSocket } from 'ws';
+import { opened, serveLoad, type OpenRequest, type PingPongRequest } from './load-child.js';
+import { frameHeader, maskedFrame } from './ws-frame.js';
+import { acceptFor, CLOSE_TIMEOUT_MS, closeFrame, closeSocket, connectUpgrade, HOST, nonZeroMaskKey, UpgradeHead } from './ws-raw-client.js';
 
-export type ClientKind = 'raw' | 'ws';
-
-export type LoadRequest =
-  | { type: 'open'; id: number; port: number; count: number; concurrency: number; client: ClientKind }
-  | { type: 'ping-pong'; id: number; text: boolean; size: number; messages: number; window: number; check: boolean }
-  | { type: 'close'; id: number };
-
-export interface LoadReply {
-  type: 'done';
-  id: number;
-  /** Set when the request failed. */
-  error?: string;
-  /** This process's CPU time over the request. */
-  cpu: NodeJS.CpuUsage;
-  /** Connections open after the request. */
-  open: number;
-}
-
-const HOST = '127.0.0.1';
-const CLOSE_TIMEOUT_MS = 5_000;
 const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
-const ACCEPT = createHash('sha1').update(`${KEY}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+const ACCEPT = acceptFor(KEY);
 
-/** The mask key of every frame this process sends; never all zero. */
-const MASK_KEY = ((): Buffer => {
-  for (;;) {
-    const key = randomBytes(4);
-    if (key[0]! !== 0 && key[1]! !== 0 && key[2]! !== 0 && key[3]! !== 0) return key;
-  }
-})();
+/** The mask key of every frame this process sends. */
+const MASK_KEY = nonZeroMaskKey();
+/** A masked close frame with code 1000. */
+const CLOSE_FRAME = closeFrame(MASK_KEY);
 
-/** Every raw connection reads into this one buffer: each read is handled before the next. */
-const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
-
-function headerOf(opcode: number, length: number, masked: boolean): Buffer {
-  const m = masked ? 0x80 : 0;
-  if (length < 126) return Buffer.from([0x80 | opcode, m | length]);
-  if (length < 65536) return Buffer.from([0x80 | opcode, m | 126, length >> 8, length & 0xff]);
-  const h = Buffer.alloc(10);
-  h[0] = 0x80 | opcode;
-  h[1] = m | 127;
-  h.writeBigUInt64BE(BigInt(length), 2);
-  return h;
-}
-
-/** A masked client frame (header, key, masked payload) and the unmasked echo expected back. */
+/** A masked client frame and the unmasked echo expected back. */
 export function buildFrames(opcode: number, payload: Buffer): { frame: Buffer; echo: Buffer } {
-  const masked = Buffer.from(payload);
-  for (let i = 0; i < masked.length; i++) masked[i]! ^= MASK_KEY[i & 3]!;
-  const frame = Buffer.concat([headerOf(opcode, payload.length, true), MASK_KEY, masked]);
-  const echo = Buffer.concat([headerOf(opcode, payload.length, false), payload]);
+  const frame = maskedFrame(0x80 | opcode, payload, MASK_KEY);
+  const echo = Buffer.concat([frameHeader(0x80 | opcode, payload.length, false), payload]);
   return { frame, echo };
 }
 
@@ -119,7 +73,7 @@ interface Client {
 class RawClient implements Client {
   readonly socket: net.Socket;
   #phase: 'upgrade' | 'open' | 'closing' = 'upgrade';
-  #head = '';
+  #head = new UpgradeHead();
   #opened: ((err?: Error) => void) | undefined;
   // The run in progress.
   #done: ((err?: Error) => void) | undefined;
@@ -135,22 +89,7 @@ class RawClient implements Client {
 
   constructor(port: number, opened: (err?: Error) => void) {
     this.#opened = opened;
-    this.socket = net.connect({
-      port,
-      host: HOST,
-      noDelay: true,
-      onread: {
-        buffer: READ_BUFFER,
-        callback: (n: number, buf: Uint8Array): boolean => {
-          this.#onRead(n, buf as Buffer);
-          return true;
-        },
-      },
-    });
-    this.socket.once('connect', () => {
-      this.socket.write(`GET / HTTP/1.1\r\nHost: ${HOST}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
-        + `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`, 'latin1');
-    });
+    this.socket = connectUpgrade(port, KEY, '', (n, buf) => this.#onRead(n, buf));
     this.socket.on('error', (err) => this.#fail(err));
     this.socket.on('close', () => this.#fail(new Error('the server closed the connection')));
   }
@@ -171,12 +110,9 @@ class RawClient implements Client {
       return;
     }
     if (this.#phase !== 'upgrade') return;
-    this.#head += buf.toString('latin1', 0, n);
-    const end = this.#head.indexOf('\r\n\r\n');
-    if (end === -1) return;
-    const head = this.#head.slice(0, end);
-    const rest = this.#head.length - (end + 4);
-    this.#head = '';
+    const answer = this.#head.push(buf, n);
+    if (answer === undefined) return;
+    const { head, rest } = answer;
     const opened = this.#opened;
     this.#opened = undefined;
     if (!head.startsWith('HTTP/1.1 101 ')) {
@@ -187,7 +123,7 @@ class RawClient implements Client {
       opened?.(new Error('bad Sec-WebSocket-Accept'));
       return;
     }
-    if (rest > 0) {
+    if (rest.length > 0) {
       opened?.(new Error('data before the first message'));
       return;
     }
@@ -240,25 +176,9 @@ class RawClient implements Client {
 
   close(): Promise<void> {
     this.#phase = 'closing';
-    const socket = this.socket;
-    return new Promise((resolve) => {
-      if (socket.closed) {
-        resolve();
-        return;
-      }
-      const timer = setTimeout(() => socket.destroy(), CLOSE_TIMEOUT_MS);
-      socket.once('close', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      socket.write(CLOSE_FRAME);
-      socket.end();
-    });
+    return closeSocket(this.socket, CLOSE_FRAME);
   }
 }
-
-/** A masked close frame with code 1000. */
-const CLOSE_FRAME = buildFrames(0x8, Buffer.from([0x03, 0xe8])).frame;
 
 // ---------------------------------------------------------------------------------------------
 // The ws client
@@ -347,91 +267,12 @@ class WsClient implements Client {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-let clients: Client[] = [];
-
-function openOne(port: number, kind: ClientKind): Promise<Client> {
-  return new Promise((resolve, reject) => {
-    const client: Client = kind === 'raw'
-      ? new RawClient(port, (err) => (err === undefined ? resolve(client) : reject(err)))
-      : new WsClient(port, (err) => (err === undefined ? resolve(client) : reject(err)));
-  });
-}
-
-async function open(port: number, count: number, concurrency: number, kind: ClientKind): Promise<void> {
-  let next = 0;
-  let failure: Error | undefined;
-  const worker = async (): Promise<void> => {
-    while (next < count && failure === undefined) {
-      next++;
-      try {
-        clients.push(await openOne(port, kind));
-      } catch (err) {
-        failure ??= err as Error;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
-  if (failure !== undefined) throw failure;
-}
-
-function pingPong(req: Extract<LoadRequest, { type: 'ping-pong' }>): Promise<void> {
-  const payload = payloadOf(req.size);
-  const { frame, echo } = buildFrames(req.text ? 0x1 : 0x2, payload);
-  const spec: RunSpec = { text: req.text, payload, frame, echo, messages: req.messages, window: req.window, check: req.check };
-  return new Promise((resolve, reject) => {
-    let left = clients.length;
-    if (left === 0) {
-      resolve();
-      return;
-    }
-    let failed = false;
-    for (const c of clients) {
-      c.run(spec, (err) => {
-        if (failed) return;
-        if (err !== undefined) {
-          failed = true;
-          reject(err);
-        } else if (--left === 0) {
-          resolve();
-        }
-      });
-    }
-  });
-}
-
-async function closeAll(): Promise<void> {
-  const all = clients;
-  clients = [];
-  await Promise.all(all.map((c) => c.close()));
-}
-
-async function handle(req: LoadRequest): Promise<void> {
-  const cpu0 = process.cpuUsage();
-  let error: string | undefined;
-  try {
-    switch (req.type) {
-      case 'open':
-        await open(req.port, req.count, req.concurrency, req.client);
-        break;
-      case 'ping-pong':
-        await pingPong(req);
-        break;
-      case 'close':
-        await closeAll();
-        break;
-    }
-  } catch (err) {
-    error = err instanceof Error ? err.message : String(err);
-  }
-  const reply: LoadReply = { type: 'done', id: req.id, cpu: process.cpuUsage(cpu0), open: clients.length };
-  if (error !== undefined) reply.error = error;
-  process.send?.(reply);
-}
-
-if (process.send === undefined) {
-  process.stderr.write('ws-load.ts runs as a child process of bench/ws-echo.ts\n');
-  process.exit(2);
-}
-process.on('message', (m: LoadRequest) => void handle(m));
-process.on('disconnect', () => process.exit(0));
-process.send({ type: 'ready' });
+serveLoad<Client>('ws-load.ts', 'bench/ws-echo.ts', {
+  connect: (req: OpenRequest) => opened<Client>((done) => (req.client === 'raw' ? new RawClient(req.port, done) : new WsClient(req.port, done))),
+  start(req: PingPongRequest) {
+    const payload = payloadOf(req.size);
+    const { frame, echo } = buildFrames(req.text ? 0x1 : 0x2, payload);
+    const spec: RunSpec = { text: req.text, payload, frame, echo, messages: req.messages, window: req.window, check: req.check };
+    return (client, done) => client.run(spec, done);
+  },
+});
