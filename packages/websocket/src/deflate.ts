@@ -702,7 +702,14 @@ export function zlibLimiter(concurrency: number = DEFLATE_DEFAULTS.concurrency):
 // Byte windows
 // ---------------------------------------------------------------------------------------------
 
-/** The last `capacity` bytes of a byte stream; its buffer is allocated on first use. */
+/** The smallest window buffer: what one small message needs. */
+const MIN_HISTORY = 1024;
+
+/**
+ * The last `capacity` bytes of a byte stream. Its buffer is allocated on first use and grows
+ * (doubling) with what it holds, so a connection that exchanged a few small messages keeps a
+ * few KiB, not the whole window.
+ */
 class History {
   readonly capacity: number;
   #buf: Buffer | undefined;
@@ -726,7 +733,15 @@ class History {
     const cap = this.capacity;
     const n = data.length;
     if (n === 0 || cap === 0) return;
-    const buf = (this.#buf ??= Buffer.allocUnsafeSlow(cap));
+    let buf = this.#buf;
+    const want = Math.min(cap, this.#len + n);
+    if (buf === undefined || buf.length < want) {
+      let size = Math.max(MIN_HISTORY, buf?.length ?? 0);
+      while (size < want) size *= 2;
+      const grown = Buffer.allocUnsafeSlow(Math.min(size, cap));
+      if (buf !== undefined && this.#len > 0 && n < cap) buf.copy(grown, 0, 0, this.#len);
+      this.#buf = buf = grown;
+    }
     if (n >= cap) {
       data.copy(buf, 0, n - cap, n);
       this.#len = cap;
