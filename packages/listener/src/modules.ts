@@ -79,17 +79,25 @@ export function protocolFunction(protocol: unknown): LoadedProtocol {
   throw new BadProtocolError('The protocol must be a function or an object with a start() function');
 }
 
+/** The module at `href`, or `Failure` saying that the `kind` module could not be imported. */
+async function importModule(
+  href: string,
+  kind: 'protocol' | 'transport',
+  Failure: new (message: string, options?: ErrorOptions) => Error,
+): Promise<Record<string, unknown>> {
+  try {
+    return (await import(href)) as Record<string, unknown>;
+  } catch (err) {
+    throw new Failure(`Cannot import the ${kind} module ${href}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  }
+}
+
 /**
  * Import a protocol module: its `start` export, or its default export (a function or an object
  * with `start`). Rejects with `BadProtocolError`.
  */
 export async function importProtocol(href: string): Promise<LoadedProtocol> {
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(href)) as Record<string, unknown>;
-  } catch (err) {
-    throw new BadProtocolError(`Cannot import the protocol module ${href}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-  }
+  const mod = await importModule(href, 'protocol', BadProtocolError);
   const candidate = typeof mod.start === 'function' ? mod.start : mod.default;
   let loaded: LoadedProtocol;
   try {
@@ -115,12 +123,7 @@ export function checkTransport(transport: unknown): asserts transport is AnyTran
  * `BadTransportError`.
  */
 export async function importTransport(href: string): Promise<AnyTransport> {
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(href)) as Record<string, unknown>;
-  } catch (err) {
-    throw new BadTransportError(`Cannot import the transport module ${href}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-  }
+  const mod = await importModule(href, 'transport', BadTransportError);
   const transport = mod.default ?? mod.transport;
   if (transport === undefined) throw new BadTransportError(`The transport module ${href} has neither a default nor a transport export`);
   checkTransport(transport);

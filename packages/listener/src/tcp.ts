@@ -8,7 +8,8 @@
 
 import { lstat, unlink } from 'node:fs/promises';
 import * as net from 'node:net';
-import { BadArgumentError, BadOptionError, HandshakeError, ListenError, NotSupportedError, SocketError } from './errors.js';
+import { attemptConnect, checkConnectLimits } from './connect-attempt.js';
+import { BadArgumentError, BadOptionError, HandshakeError, ListenError, NotSupportedError } from './errors.js';
 import { recv } from './recv.js';
 import { sendfile } from './sendfile.js';
 import {
@@ -341,8 +342,6 @@ function handshakeCancel(): Promise<void> {
   return Promise.reject(new NotSupportedError('tcp: handshakeCancel is not supported (TCP has no handshake to pause)'));
 }
 
-const MAX_TIMER_MS = 0x7fff_ffff;
-
 function connect(host: string, port: number, opts: ConnectOptions = {}): Promise<net.Socket> {
   const { timeout = Infinity, signal, ...netOpts } = opts;
   const path = typeof netOpts['path'] === 'string' ? (netOpts['path'] as string) : undefined;
@@ -352,56 +351,15 @@ function connect(host: string, port: number, opts: ConnectOptions = {}): Promise
       return Promise.reject(new BadArgumentError(`connect: port must be an integer between 1 and 65535, got ${String(port)}`));
     }
   }
-  if (typeof timeout !== 'number' || !(timeout >= 0)) {
-    return Promise.reject(new BadArgumentError(`connect: timeout must be a non-negative number or Infinity, got ${String(timeout)}`));
-  }
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    return Promise.reject(new BadArgumentError('connect: signal must be an AbortSignal'));
-  }
+  const bad = checkConnectLimits(timeout, signal);
+  if (bad !== undefined) return Promise.reject(bad);
   const where = path ?? `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  if (signal?.aborted) return Promise.reject(cancelled(where, signal));
-  // A deadline of 0 has passed before the attempt could start.
-  if (timeout === 0) return Promise.reject(new SocketError('timeout', `connect to ${where}: timed out`));
-
   const noDelay = typeof netOpts['noDelay'] === 'boolean' ? (netOpts['noDelay'] as boolean) : true;
   const connectOpts = (path !== undefined ? { ...netOpts, path } : { ...netOpts, host, port, noDelay }) as net.NetConnectOpts;
-
-  return new Promise<net.Socket>((resolve, reject) => {
-    const socket = net.connect(connectOpts);
-    // Paused before the connection completes, so not a byte is read until the owner asks.
-    socket.pause();
-    let timer: NodeJS.Timeout | undefined;
-    const settle = (): void => {
-      if (timer !== undefined) clearTimeout(timer);
-      socket.removeListener('connect', onConnect);
-      socket.removeListener('error', onError);
-      signal?.removeEventListener('abort', onAbort);
-    };
-    const fail = (err: Error): void => {
-      settle();
-      // Errors the destroyed socket may still emit have no one to go to.
-      socket.on('error', ignore);
-      socket.destroy();
-      reject(err);
-    };
-    const onConnect = (): void => {
-      settle();
-      if (path !== undefined) initSocketState(socket, { localPath: '', peerPath: path });
-      else if (!noDelay) initSocketState(socket, { noDelay });
-      resolve(socket);
-    };
-    const onError = (err: Error): void => fail(new SocketError('error', `connect to ${where}: ${err.message}`, err));
-    const onTimeout = (): void => fail(new SocketError('timeout', `connect to ${where}: timed out`));
-    const onAbort = (): void => fail(cancelled(where, signal!));
-    socket.once('connect', onConnect);
-    socket.once('error', onError);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    if (timeout <= MAX_TIMER_MS) timer = setTimeout(onTimeout, timeout);
+  return attemptConnect(where, timeout, signal, () => net.connect(connectOpts), 'connect', (socket) => {
+    if (path !== undefined) initSocketState(socket, { localPath: '', peerPath: path });
+    else if (!noDelay) initSocketState(socket, { noDelay });
   });
-}
-
-function cancelled(where: string, signal: AbortSignal): SocketError {
-  return new SocketError('cancelled', `connect to ${where}: aborted`, signal.reason);
 }
 
 /**

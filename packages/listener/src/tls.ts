@@ -15,7 +15,8 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { parseClientHello, type ClientHello } from './client-hello.js';
-import { BadArgumentError, BadOptionError, HandshakeError, SocketError } from './errors.js';
+import { attemptConnect, checkConnectLimits } from './connect-attempt.js';
+import { BadArgumentError, BadOptionError, HandshakeError } from './errors.js';
 import { readPrefix } from './peek.js';
 import { recv } from './recv.js';
 import { sendfile } from './sendfile.js';
@@ -398,57 +399,22 @@ async function handshakeCancel(raw: net.Socket, opts?: object): Promise<void> {
   await close(raw);
 }
 
-const MAX_TIMER_MS = 0x7fff_ffff;
-
 function connect(host: string, port: number, opts: ConnectOptions = {}): Promise<tls.TLSSocket> {
   const { timeout = Infinity, signal, ...tlsOpts } = opts;
   if (typeof host !== 'string' || host === '') return Promise.reject(new BadArgumentError('connect: host must be a non-empty string'));
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     return Promise.reject(new BadArgumentError(`connect: port must be an integer between 1 and 65535, got ${String(port)}`));
   }
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    return Promise.reject(new BadArgumentError('connect: signal must be an AbortSignal'));
-  }
-  if (typeof timeout !== 'number' || !(timeout >= 0)) {
-    return Promise.reject(new BadArgumentError(`connect: timeout must be a non-negative number or Infinity, got ${String(timeout)}`));
-  }
+  const bad = checkConnectLimits(timeout, signal);
+  if (bad !== undefined) return Promise.reject(bad);
   const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  if (signal?.aborted) return Promise.reject(new SocketError('cancelled', `connect to ${where}: aborted`, signal.reason));
-  if (timeout === 0) return Promise.reject(new SocketError('timeout', `connect to ${where}: timed out`));
   // Verify the server and send SNI by default, as a client should.
   const options: tls.ConnectionOptions = {
     host, port, minVersion: DEFAULT_MIN_VERSION, rejectUnauthorized: true,
     ...(net.isIP(host) === 0 ? { servername: host } : {}),
     ...(tlsOpts as tls.ConnectionOptions),
   };
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect(options);
-    socket.pause();
-    let timer: NodeJS.Timeout | undefined;
-    const settle = (): void => {
-      if (timer !== undefined) clearTimeout(timer);
-      socket.off('secureConnect', onConnect);
-      socket.off('error', onError);
-      signal?.removeEventListener('abort', onAbort);
-    };
-    const fail = (err: Error): void => {
-      settle();
-      socket.on('error', onSocketError);
-      socket.destroy();
-      reject(err);
-    };
-    const onConnect = (): void => {
-      settle();
-      socket.setNoDelay(true);
-      resolve(socket);
-    };
-    const onError = (err: Error): void => fail(new SocketError('error', `connect to ${where}: ${err.message}`, err));
-    const onAbort = (): void => fail(new SocketError('cancelled', `connect to ${where}: aborted`, signal?.reason));
-    socket.once('secureConnect', onConnect);
-    socket.once('error', onError);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    if (timeout <= MAX_TIMER_MS) timer = setTimeout(() => fail(new SocketError('timeout', `connect to ${where}: timed out`)), timeout);
-  });
+  return attemptConnect(where, timeout, signal, () => tls.connect(options), 'secureConnect', (socket) => socket.setNoDelay(true));
 }
 
 /**

@@ -970,33 +970,29 @@ export class PerMessageDeflate {
     if (this.#closed) throw closedError();
     const prev = this.#outChain;
     if (prev === undefined) {
-      if (payload.length <= SYNC_DEFLATE_MAX && this.#hot === undefined) return this.#deflateInline(payload);
-      return this.#trackOut(this.#deflateAway(payload));
+      return this.#inline(payload) ? this.#deflateInline(payload) : this.#trackOut(this.#deflateAway(payload));
     }
-    const run = (): Buffer | Promise<Buffer> =>
-      payload.length <= SYNC_DEFLATE_MAX && this.#hot === undefined ? this.#deflateInline(payload) : this.#deflateAway(payload);
+    const run = (): Buffer | Promise<Buffer> => (this.#inline(payload) ? this.#deflateInline(payload) : this.#deflateAway(payload));
     return this.#trackOut(prev.then(run, run));
   }
 
-  /** In the thread pool: through the kept compressor when context takeover allows one. */
-  #deflateAway(payload: Buffer): Promise<Buffer> {
-    return this.#sent === undefined ? this.#deflateInPool(payload) : this.#deflateHot(payload);
+  /** Small enough for inline work, and no compressor kept across messages to go through. */
+  #inline(payload: Buffer): boolean {
+    return payload.length <= SYNC_DEFLATE_MAX && this.#hot === undefined;
   }
 
-  #deflateHot(payload: Buffer): Promise<Buffer> {
+  /**
+   * In the thread pool, one zlib job among the process's: through the compressor kept across
+   * messages when context takeover allows one (made from the window the first time), else a
+   * compressor for this message alone.
+   */
+  #deflateAway(payload: Buffer): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       this.#limiter.schedule((done) => {
-        if (this.#closed) {
-          done();
-          reject(closedError());
-          return;
-        }
-        // The first one starts from the window, as an inline compression would.
-        this.#hot ??= new HotDeflater(this.#zlibOptions());
-        this.#hot.compress(payload, (err, out) => {
+        const finish = (err: Error | null | undefined, out: Buffer | undefined): void => {
           done();
           if (this.#closed) reject(closedError());
-          else if (err !== undefined) {
+          else if (err) {
             this.#dropHot();
             reject(err);
           } else {
@@ -1006,7 +1002,17 @@ export class PerMessageDeflate {
               reject(e);
             }
           }
-        });
+        };
+        if (this.#closed) {
+          finish(undefined, undefined);
+          return;
+        }
+        try {
+          if (this.#sent === undefined) deflateRaw(payload, this.#zlibOptions(), finish);
+          else (this.#hot ??= new HotDeflater(this.#zlibOptions())).compress(payload, finish);
+        } catch (err) {
+          finish(err as Error, undefined);
+        }
       });
     });
   }
@@ -1033,35 +1039,6 @@ export class PerMessageDeflate {
   #deflateInline(payload: Buffer): Buffer {
     if (this.#closed) throw closedError();
     return this.#finishOut(payload, deflateRawSync(payload, this.#zlibOptions()));
-  }
-
-  #deflateInPool(payload: Buffer): Promise<Buffer> {
-    return new Promise((resolve, reject) => {
-      this.#limiter.schedule((done) => {
-        if (this.#closed) {
-          done();
-          reject(closedError());
-          return;
-        }
-        try {
-          deflateRaw(payload, this.#zlibOptions(), (err, out) => {
-            done();
-            if (this.#closed) reject(closedError());
-            else if (err !== null) reject(err);
-            else {
-              try {
-                resolve(this.#finishOut(payload, out));
-              } catch (e) {
-                reject(e);
-              }
-            }
-          });
-        } catch (err) {
-          done();
-          reject(err);
-        }
-      });
-    });
   }
 
   #finishOut(payload: Buffer, out: Buffer): Buffer {

@@ -75,30 +75,6 @@ function maskBytes(source: Uint8Array, key: Uint8Array, output: Uint8Array, offs
   }
 }
 
-/** XOR `buffer` in place, four bytes per iteration. */
-function unmaskBytes(buffer: Uint8Array, key: Uint8Array): void {
-  const n = buffer.length;
-  const k0 = key[0]!;
-  const k1 = key[1]!;
-  const k2 = key[2]!;
-  const k3 = key[3]!;
-  const end4 = n & ~3;
-  let i = 0;
-  for (; i < end4; i += 4) {
-    buffer[i] = buffer[i]! ^ k0;
-    buffer[i + 1] = buffer[i + 1]! ^ k1;
-    buffer[i + 2] = buffer[i + 2]! ^ k2;
-    buffer[i + 3] = buffer[i + 3]! ^ k3;
-  }
-  if (i < n) {
-    buffer[i] = buffer[i]! ^ k0;
-    if (i + 1 < n) {
-      buffer[i + 1] = buffer[i + 1]! ^ k1;
-      if (i + 2 < n) buffer[i + 2] = buffer[i + 2]! ^ k2;
-    }
-  }
-}
-
 /**
  * XOR `source[0, length)` into `output[offset, offset + length)` through 32-bit words. Word access
  * needs both sides equally aligned; when they are not, the byte loop does it.
@@ -268,10 +244,10 @@ export function unmask(buffer: Buffer, maskKey: Buffer): void {
   const length = buffer.length;
   if (native !== undefined) {
     if (length >= NATIVE_MIN) native.unmask(buffer, maskKey);
-    else unmaskBytes(buffer, maskKey);
+    else maskBytes(buffer, maskKey, buffer, 0, length);
   } else if (wasm !== undefined && length >= WASM_MIN) maskWasm(wasm, buffer, maskKey, buffer, 0, length);
   else if (length >= WORD_MIN) maskWords(buffer, maskKey, buffer, 0, length);
-  else unmaskBytes(buffer, maskKey);
+  else maskBytes(buffer, maskKey, buffer, 0, length);
 }
 
 /**

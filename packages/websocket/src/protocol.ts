@@ -7,11 +7,9 @@
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import { BadOptionError, type Connection, type ProtocolFunction, type Transport } from '@corral/listener';
-import { resolveCompressOption } from './deflate.js';
 import type { WebSocketHandler } from './handler.js';
-import { resolveSessionOptions } from './options.js';
 import type { Session, SessionSocket } from './session.js';
-import { handleUpgrade, type UpgradeOptions } from './upgrade.js';
+import { handleUpgrade, resolveUpgradeOptions, type UpgradeOptions } from './upgrade.js';
 
 /** Options of {@link websocketProtocol}. */
 export interface WebSocketProtocolOptions<O = unknown> extends UpgradeOptions<O> {
@@ -59,8 +57,7 @@ export function websocketProtocol<S, O>(
   if (typeof handler !== 'object' || handler === null || typeof handler.websocketHandle !== 'function') {
     throw new BadOptionError('handler', 'a WebSocket handler needs a websocketHandle function');
   }
-  resolveSessionOptions(opts.session, undefined, 'session.');
-  resolveCompressOption(opts);
+  const resolved = resolveUpgradeOptions(opts as UpgradeOptions<unknown>);
   const requestTimeout = positive('requestTimeout', opts.requestTimeout, 10_000);
   const keepAliveTimeout = positive('keepAliveTimeout', opts.keepAliveTimeout, 5_000);
   const maxHeaderSize = positive('maxHeaderSize', opts.maxHeaderSize, 16_384);
@@ -97,6 +94,7 @@ export function websocketProtocol<S, O>(
       peer: conn?.clientAddress,
       secure: p?.secure ?? false,
       shuttingDown: () => upgrading.shuttingDown,
+      resolved,
     }).then((session) => {
       // The session closes itself with 1001 on shutdown (at once if it began meanwhile).
       if (session !== undefined) conn?.onShutdown(shutdownSession, session);

@@ -1,7 +1,7 @@
 /**
  * The per-connection state machine (erlang_ws's `ws_session`): it feeds socket bytes to the
  * frame parser, reassembles messages, answers pings, runs the close handshake and the timers,
- * calls the handler one callback at a time, and writes replies in corked batches.
+ * calls the handler one callback at a time, and writes replies in batches, one write per read.
  *
  * One class for both roles: a server session expects masked frames and sends unmasked ones,
  * a client session the reverse.
@@ -148,8 +148,7 @@ export class Session<S = unknown> {
   #readPaused = false;
   #slow = false;
 
-  /** A batch of frames is open: they are written at the end of the read or of the tick. */
-  #corked = false;
+  /** The batch of frames to write at the end of the read or of the tick (undefined: none). */
   #out: Buffer | undefined;
   #outMore: Buffer[] | undefined;
   #outBytes = 0;
@@ -308,7 +307,7 @@ export class Session<S = unknown> {
     this.#parser.push(chunk);
     this.#reading = outer;
     // The replies to everything this chunk held go out in one write.
-    if (!outer && this.#corked) this.#flush();
+    if (!outer && this.#out !== undefined) this.#flush();
   };
 
   #onFrame(fin: boolean, rsv1: boolean, opcode: number, payload: Buffer): void {
@@ -454,7 +453,7 @@ export class Session<S = unknown> {
   #onEnd(): void {
     // The peer half-closed: nothing more will come. Without a close frame that is an abrupt end.
     if (this.#state === 'open') this.#closeReason ??= { type: 'error', error: 'closed' };
-    if (this.#corked) this.#flush();
+    if (this.#out !== undefined) this.#flush();
     this.#socket.end();
   };
 
@@ -659,10 +658,7 @@ export class Session<S = unknown> {
     this.#pending = undefined;
     if (this.#endAfterPending) {
       this.#endAfterPending = false;
-      if (this.#corked) {
-        this.#corked = false;
-        this.#writeOut();
-      }
+      this.#writeOut();
       if (this.#socket.writable) this.#socket.end();
     } else if (this.#state === 'open' && this.#opts.slowReader === 'pause') {
       this.#checkBackpressure();
@@ -695,11 +691,8 @@ export class Session<S = unknown> {
     }
     if (!this.#socket.writable) return;
     // Frames made in one tick (or one read) go out together, in one write when they are small.
-    if (!this.#corked) {
-      this.#corked = true;
-      // Inside a read the flush comes at its end (#onData); elsewhere at the end of this tick.
-      if (!this.#reading) process.nextTick(Session.#tickFlush, this);
-    }
+    // Inside a read the flush comes at its end (#onData); elsewhere at the end of this tick.
+    if (this.#out === undefined && !this.#reading) process.nextTick(Session.#tickFlush, this);
     if (this.#role === 'server' && payload.length <= COALESCE_MAX) {
       // The common case, without encodeFrame's checks (the session only makes valid frames).
       this.#queueOut(unmaskedFrame(opcode, fin, rsv1, payload));
@@ -745,7 +738,6 @@ export class Session<S = unknown> {
   }
 
   #flush(): void {
-    this.#corked = false;
     this.#writeOut();
     // Only now does writableLength say what the kernel would not take: a reader slow enough
     // to be closed, not one that was just sent a large reply.
@@ -803,10 +795,7 @@ export class Session<S = unknown> {
     this.#readPaused = false;
     this.#socket.resume();
     const socket = this.#socket;
-    if (this.#corked) {
-      this.#corked = false;
-      this.#writeOut();
-    }
+    this.#writeOut();
     // Frames still being compressed (the close frame among them) go out before our FIN.
     if (this.#pending !== undefined) this.#endAfterPending = true;
     else if (socket.writable) socket.end();
@@ -905,7 +894,7 @@ export class Session<S = unknown> {
   }
 
   static #tickFlush(session: Session): void {
-    if (session.#corked) session.#flush();
+    if (session.#out !== undefined) session.#flush();
   }
 
   static #idleTick(session: Session): void {

@@ -100,6 +100,19 @@ export interface UpgradeContext {
   signal?: AbortSignal;
   /** True once the server began shutting down (checked after `init`: the upgrade is refused). */
   shuttingDown?: () => boolean;
+  /** `opts.session` and the compression settings, already resolved by the caller (once, not per upgrade). */
+  resolved?: ResolvedUpgradeOptions;
+}
+
+/** What {@link handleUpgrade} makes of its options before any request is read. */
+export interface ResolvedUpgradeOptions {
+  session: ResolvedSessionOptions;
+  compress: ResolvedDeflateOptions | undefined;
+}
+
+/** Validate `opts` (throws BadOptionError naming the first bad one). */
+export function resolveUpgradeOptions(opts: UpgradeOptions<unknown>): ResolvedUpgradeOptions {
+  return { session: resolveSessionOptions(opts.session, undefined, 'session.'), compress: resolveCompressOption(opts) };
 }
 
 function defaultFilter(req: UpgradeRequest): PartialRequest {
@@ -180,8 +193,7 @@ export async function handleUpgrade<S, O>(
   let compress: ResolvedDeflateOptions | undefined;
   let accepted: InitAccept<S>;
   try {
-    base = resolveSessionOptions(opts.session, undefined, 'session.');
-    compress = resolveCompressOption(opts);
+    ({ session: base, compress } = ctx.resolved ?? resolveUpgradeOptions(opts as UpgradeOptions<unknown>));
     const init = handler.init
       ? await withTimeout(Promise.resolve(handler.init(request, opts.handlerOpts as O)), opts.initTimeout ?? 10_000)
       : { state: opts.handlerOpts as unknown as S };
